@@ -1,0 +1,137 @@
+"""DINO ViTs through timm, loaded from the official DINO checkpoint files.
+
+The official files hold plain ``VisionTransformer`` state dicts whose key names are timm's, so
+they load with ``strict=True``. Weights are read from ``--weights-dir`` / ``USS_BENCH_WEIGHTS``;
+nothing is downloaded. Position embeddings are interpolated (bicubic) for any input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from uss_bench.registry import BACKBONES
+
+DINO_URL = "https://dl.fbaipublicfiles.com/dino/"
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weights file is not where it should be; the message says where it comes from."""
+
+
+@dataclass(frozen=True)
+class ViTSpec:
+    name: str
+    timm_arch: str
+    patch_size: int
+    dim: int
+    weights_file: str  # official DINO file name (reference §0.6: S/8 is the 300-epoch file)
+
+    @property
+    def weights_url(self) -> str:
+        stem = self.weights_file.removesuffix(".pth")
+        return f"{DINO_URL}{stem}/{self.weights_file}"
+
+    def weights_path(self, weights_dir: Path | None) -> Path | None:
+        return None if weights_dir is None else Path(weights_dir) / self.weights_file
+
+    def missing_weights(self, weights_dir: Path | None) -> str | None:
+        path = self.weights_path(weights_dir)
+        if path is not None and path.is_file():
+            return None
+        where = f"{path}" if path is not None else f"<weights-dir>/{self.weights_file} (no --weights-dir set)"
+        return (
+            f"missing DINO weights for {self.name}: {where}; download {self.weights_url} into --weights-dir "
+            f"(or USS_BENCH_WEIGHTS), or pass --random-init for a smoke run"
+        )
+
+    def build(self, weights_dir: Path | None = None, random_init: bool = False) -> DinoViT:
+        return DinoViT(self, weights_dir=weights_dir, random_init=random_init)
+
+
+@dataclass
+class Features:
+    patch: torch.Tensor  # [B, D, h, w] last block output after the final norm, CLS dropped
+    attn_logits: torch.Tensor | None = None  # [B, heads, 1+hw, 1+hw] last block q.k^T*scale, pre-softmax
+    penultimate: torch.Tensor | None = None  # [B, 1+hw, D] block L-1 output tokens (before the last block)
+
+
+def load_dino_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Official file -> plain backbone state dict; a DINO *training* checkpoint gives its teacher."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "teacher" in state:
+        state = state["teacher"]
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
+class DinoViT(nn.Module):
+    """A frozen-by-default DINO ViT exposing patch features, last-block attention and penultimate tokens."""
+
+    mean = IMAGENET_MEAN
+    std = IMAGENET_STD
+
+    def __init__(self, spec: ViTSpec, weights_dir: Path | None = None, random_init: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.patch_size = spec.patch_size
+        self.dim = spec.dim
+        self.random_init = random_init
+        self.vit = timm.create_model(spec.timm_arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+        if not random_init:
+            problem = spec.missing_weights(weights_dir)
+            if problem:
+                raise MissingWeightsError(problem)
+            state = load_dino_state_dict(spec.weights_path(weights_dir))
+            self.vit.load_state_dict(state, strict=True)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> DinoViT:
+        # The backbone stays in eval mode whatever its parent does (reference §1c).
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor, attn: bool = False, penultimate: bool = False) -> Features:
+        """images: float [B,3,H,W] in [0,1]; H and W are cropped down to multiples of the patch size."""
+        p = self.patch_size
+        h, w = images.shape[-2] // p, images.shape[-1] // p
+        x = normalize(images[..., : h * p, : w * p], self.mean, self.std)
+        vit = self.vit
+        x = vit.patch_embed(x)
+        x = vit._pos_embed(x)
+        x = vit.norm_pre(x)
+        for block in vit.blocks[:-1]:
+            x = block(x)
+        before_last = x
+        last = vit.blocks[-1]
+        attn_logits = self.attention_logits(last, before_last) if attn else None
+        x = vit.norm(last(before_last))
+        tokens = x[:, vit.num_prefix_tokens :]
+        patch = tokens.transpose(1, 2).reshape(x.shape[0], self.dim, h, w)
+        return Features(patch=patch, attn_logits=attn_logits, penultimate=before_last if penultimate else None)
+
+    @staticmethod
+    def attention_logits(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        a = block.attn
+        b, n, _ = x.shape
+        qkv = a.qkv(block.norm1(x)).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = a.q_norm(qkv[0]), a.k_norm(qkv[1])
+        return (q * a.scale) @ k.transpose(-2, -1)
+
+    def prefix_tokens(self) -> int:
+        return self.vit.num_prefix_tokens
+
+
+VIT_SPECS = [
+    ViTSpec("vit-s8", "vit_small_patch8_224", 8, 384, "dino_deitsmall8_300ep_pretrain.pth"),
+    ViTSpec("vit-s16", "vit_small_patch16_224", 16, 384, "dino_deitsmall16_pretrain.pth"),
+    ViTSpec("vit-b8", "vit_base_patch8_224", 8, 768, "dino_vitbase8_pretrain.pth"),
+    ViTSpec("vit-b16", "vit_base_patch16_224", 16, 768, "dino_vitbase16_pretrain.pth"),
+]
+for _spec in VIT_SPECS:
+    BACKBONES.add(_spec.name, _spec)

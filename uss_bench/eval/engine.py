@@ -1,0 +1,124 @@
+"""The shared evaluation engine: one loop, one set of rules, for every method.
+
+Per batch: embed (with flip TTA if the protocol says so), upsample the code bilinearly to the
+label size, predict with the cluster head (the method's own or the cluster probe) and the linear
+probe, optionally refine with the CRF, and accumulate confusion matrices over the whole split.
+Matching happens once at the end. The method never sees a metric; the engine never sees a loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from uss_bench.data.base import collate
+from uss_bench.data.transforms import to_unit_float, upsample
+from uss_bench.eval.confusion import ConfusionAccumulator
+from uss_bench.eval.crf import CRFRunner
+from uss_bench.eval.matching import match
+from uss_bench.eval.metrics import segmentation_metrics
+from uss_bench.eval.probes import Probes
+from uss_bench.eval.protocol import Protocol
+from uss_bench.methods.base import MethodAdapter
+
+
+@dataclass
+class Heads:
+    """What produces predictions from an upsampled code."""
+
+    method: MethodAdapter
+    probes: Probes
+
+    def cluster_logits(self, code_up: torch.Tensor) -> torch.Tensor:
+        own = self.method.cluster_logits(code_up)
+        return own if own is not None else 2.0 * self.probes.cluster.scores(code_up)
+
+    def linear_logits(self, code_up: torch.Tensor) -> torch.Tensor:
+        return self.probes.linear(code_up)
+
+
+def embed_with_tta(method: MethodAdapter, images: torch.Tensor, flip: bool) -> torch.Tensor:
+    code = method.embed(images)
+    if flip:  # STEGO: code = (head(x) + flip(head(flip(x)))) / 2
+        code = 0.5 * (code + method.embed(images.flip(-1)).flip(-1))
+    return code
+
+
+def _crf_inputs(images_u8: torch.Tensor, logits: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    probs = F.softmax(logits.float(), dim=1).cpu().numpy()
+    imgs = images_u8[:, :3].permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return list(imgs), list(probs)
+
+
+@torch.no_grad()
+def evaluate(
+    method: MethodAdapter,
+    probes: Probes,
+    dataset: Dataset,
+    protocol: Protocol,
+    class_names: list[str],
+    device: torch.device,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    crf_runner: CRFRunner | None = None,
+    use_crf: bool | None = None,
+) -> dict[str, Any]:
+    """Metrics dict with keys cluster, linear (and cluster_crf, linear_crf when the CRF ran)."""
+    use_crf = protocol.crf if use_crf is None else use_crf
+    was_training = method.training
+    method.eval()
+    probes.eval()
+    heads = Heads(method, probes)
+    n_classes = len(class_names)
+    n_clusters = None
+    acc: dict[str, ConfusionAccumulator] = {}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.float16)
+        if protocol.eval_autocast and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    runner = crf_runner if use_crf else None
+    if use_crf and runner is None:
+        runner = CRFRunner(workers=0)
+    for batch in loader:
+        images_u8 = batch["image"].to(device)
+        labels = batch["label"]
+        with autocast:
+            code = embed_with_tta(method, to_unit_float(images_u8), protocol.flip_tta)
+            code_up = upsample(code.float(), tuple(labels.shape[-2:]))
+            cluster_logits = heads.cluster_logits(code_up).float()
+            linear_logits = heads.linear_logits(code_up).float()
+        if n_clusters is None:
+            n_clusters = cluster_logits.shape[1]
+            acc["cluster"] = ConfusionAccumulator(n_clusters, n_classes)
+            acc["linear"] = ConfusionAccumulator(n_classes, n_classes)
+            if runner is not None:
+                acc["cluster_crf"] = ConfusionAccumulator(n_clusters, n_classes)
+                acc["linear_crf"] = ConfusionAccumulator(n_classes, n_classes)
+        acc["cluster"].update(cluster_logits.argmax(1), labels)
+        acc["linear"].update(linear_logits.argmax(1), labels)
+        if runner is not None:
+            for key, logits in (("cluster_crf", cluster_logits), ("linear_crf", linear_logits)):
+                refined = runner.run(*_crf_inputs(images_u8, logits))
+                acc[key].update(torch.from_numpy(np.stack(refined).astype(np.int64)), labels)
+    method.train(was_training)
+    probes.train(was_training)
+    if not acc:
+        raise ValueError("evaluation split is empty")
+    results: dict[str, Any] = {}
+    for key, accumulator in acc.items():
+        rule = protocol.matching if key.startswith("cluster") else "identity"
+        assignment = match(accumulator.matrix, rule)
+        metrics = segmentation_metrics(accumulator.matrix, assignment, protocol.miou_averaging)
+        results[key] = metrics.as_dict(class_names)
+        results[key]["n_pixels"] = int(accumulator.matrix.sum())
+        if key.startswith("cluster"):
+            results[key]["assignment"] = assignment.tolist()
+    return results

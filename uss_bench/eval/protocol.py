@@ -1,0 +1,90 @@
+"""Evaluation protocols: every choice that moves a number, as named data stored in each record."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from uss_bench.eval.crf_kernel import CRFParams
+from uss_bench.registry import PROTOCOLS
+
+SELECTION_RULES = ("last", "val_cluster_miou", "val_sum4")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    eval_split: str = "val"
+    eval_res: int = 320
+    crop: str = "center"  # "center" (shorter side -> res, centre crop) or "none" (squash)
+    image_interpolation: str = "nearest"  # STEGO/HP/PPAP resize images with NEAREST (reference §0.1)
+    flip_tta: bool = False
+    crf: bool = True
+    crf_params: dict[str, Any] = field(default_factory=lambda: CRFParams().as_dict())
+    matching: str = "hungarian"  # cluster probe: hungarian | majority
+    extra_clusters: int = 0
+    miou_averaging: str = "skip_absent"  # skip_absent | absent_as_zero
+    unmatched_clusters: str = "error"  # pixels of unmatched clusters count as errors (STEGO drops them)
+    checkpoint_selection: str = "last"  # last | val_cluster_miou | val_sum4 (selects ON the eval split)
+    eval_autocast: bool = False  # HP/PPAP evaluate under CUDA autocast
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_selection not in SELECTION_RULES:
+            raise ValueError(f"checkpoint_selection must be one of {SELECTION_RULES}")
+
+    def with_overrides(self, **changes: Any) -> Protocol:
+        unknown = set(changes) - set(self.as_dict())
+        if unknown:
+            raise ValueError(f"unknown protocol option(s) {sorted(unknown)}; known: {sorted(self.as_dict())}")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+def register(protocol: Protocol) -> Protocol:
+    return PROTOCOLS.add(protocol.name, protocol)
+
+
+register(
+    Protocol(
+        name="uss",
+        description="uss-bench default: one rule for every method; final weights, no selection on the eval split",
+        checkpoint_selection="last",
+        notes=("Pixels in unmatched clusters count as errors (STEGO silently drops them).",),
+    )
+)
+register(
+    Protocol(
+        name="stego",
+        description="STEGO eval_segmentation.py: 320 centre crop, flip TTA, CRF; checkpoint by val cluster mIoU",
+        flip_tta=True,
+        checkpoint_selection="val_cluster_miou",
+        notes=(
+            "STEGO's ModelCheckpoint monitors test/cluster/mIoU on the val set (reference §0.3).",
+            "Unmatched-cluster pixels count as errors here; STEGO drops them (unused with extra_clusters=0).",
+        ),
+    )
+)
+register(
+    Protocol(
+        name="hp",
+        description="HP eval: 320 centre crop, no flip TTA, CRF; best of Cluster mIoU+Acc+Linear mIoU+Acc on val",
+        checkpoint_selection="val_sum4",
+        eval_autocast=True,
+        notes=("HP keeps the checkpoint maximising the sum of the four val metrics (reference §0.3).",),
+    )
+)
+register(
+    Protocol(
+        name="ppap",
+        description="PPAP eval: as HP (no flip TTA, CRF, best sum of four val metrics)",
+        checkpoint_selection="val_sum4",
+        eval_autocast=True,
+        notes=("Same selection as HP; PPAP saves best.pth but eval.py loads ckpt.pth (reference §PPAP-b).",),
+    )
+)

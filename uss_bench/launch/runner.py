@@ -1,0 +1,305 @@
+"""From a selection to finished records: expand the grid, check inputs, run one spec end to end.
+
+``execute_spec`` is the module-level function every executor runs (inline, or pickled with its
+small RunSpec + RunEnv into a submitit job). It resumes from the run's last checkpoint, writes the
+record atomically, and never recomputes a completed record unless ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import uss_bench
+from uss_bench.config import RunConfig, resolve
+from uss_bench.data.build import build_dataset, dataset_problems
+from uss_bench.data.transforms import SegTransform
+from uss_bench.eval.crf import CRFRunner
+from uss_bench.eval.crf_kernel import CRFParams
+from uss_bench.eval.engine import evaluate
+from uss_bench.eval.probes import Probes
+from uss_bench.methods.base import MethodAdapter, MethodContext
+from uss_bench.paths import PROJECT_ROOT, default_data_root, default_results_dir, default_weights_dir
+from uss_bench.registry import BACKBONES, DATASETS, METHODS, PROTOCOLS
+from uss_bench.results.records import load_record, write_record
+from uss_bench.spec import RunSpec
+from uss_bench.train import TrainSettings, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunEnv:
+    """Machine-local settings: not part of a run's identity."""
+
+    results_dir: Path = field(default_factory=default_results_dir)
+    data_root: Path = field(default_factory=default_data_root)
+    weights_dir: Path | None = field(default_factory=default_weights_dir)
+    device: str = "auto"
+    num_workers: int = 0
+    checkpoint_every: int = 200
+    crf_workers: int = 0
+    force: bool = False
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def default_backbone(method: str) -> str:
+    from uss_bench.paths import load_card
+
+    return load_card("methods", method).get("default_backbone", "vit-s8")
+
+
+def expand_specs(
+    methods: str,
+    datasets: str,
+    backbones: str | None = None,
+    seeds: list[int] | None = None,
+    protocol: str | None = None,
+    preset: str = "default",
+    random_init: bool | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """The grid methods x datasets x backbones x seeds; every name is checked before anything runs."""
+    method_names = METHODS.select(methods)
+    dataset_names = DATASETS.select(datasets)
+    backbone_names = BACKBONES.select(backbones) if backbones else None
+    if protocol is not None:
+        PROTOCOLS.get(protocol)
+    specs = []
+    for method in method_names:
+        cls = METHODS.get(method)
+        for dataset in dataset_names:
+            for backbone in backbone_names or [default_backbone(method)]:
+                if backbone not in cls.supported_backbones:
+                    if backbone_names is not None and len(backbone_names) > 1:
+                        continue  # a wildcard over backbones keeps only those the method supports
+                    raise ValueError(
+                        f"method {method!r} does not run on backbone {backbone!r}; "
+                        f"supported: {', '.join(cls.supported_backbones)}"
+                    )
+                for seed in seeds or [0]:
+                    use_random = random_init if random_init is not None else _random_by_default(dataset)
+                    specs.append(
+                        RunSpec(
+                            method=method,
+                            dataset=dataset,
+                            backbone=backbone,
+                            seed=seed,
+                            protocol=protocol or "uss",
+                            preset=preset,
+                            random_init=use_random,
+                            overrides=dict(overrides or {}),
+                        )
+                    )
+    return specs
+
+
+def _random_by_default(dataset: str) -> bool:
+    """Only the synthetic benchmark defaults to random-init backbones; real data never silently does."""
+    from uss_bench.paths import load_card
+
+    return load_card("datasets", dataset).get("backbone_default") == "random-init"
+
+
+def preflight(specs: list[RunSpec], env: RunEnv) -> list[str]:
+    """Every missing dataset file and weights file, one line each, before anything is submitted."""
+    problems: list[str] = []
+    seen: set[tuple] = set()
+    for spec in specs:
+        key = ("data", spec.dataset, spec.preset)
+        if key not in seen:
+            seen.add(key)
+            card = resolve(spec)
+            splits = (card.dataset_card.get("train_split", "train"), card.protocol.eval_split)
+            problems += dataset_problems(spec.dataset, env.data_root, tuple(dict.fromkeys(splits)), spec.preset)
+        key = ("weights", spec.backbone, spec.random_init)
+        if key not in seen and not spec.random_init:
+            seen.add(key)
+            checker = getattr(BACKBONES.get(spec.backbone), "missing_weights", None)
+            message = checker(env.weights_dir) if checker else None
+            if message:
+                problems.append(message)
+    return problems
+
+
+def build_method(config: RunConfig, env: RunEnv, n_classes: int, steps_per_epoch: int) -> MethodAdapter:
+    spec = config.spec
+    cls = METHODS.get(spec.method)
+    backbone = None
+    if cls.backbone_family == "vit":
+        backbone = BACKBONES.get(spec.backbone).build(env.weights_dir, random_init=spec.random_init)
+    context = MethodContext(
+        dataset=spec.dataset,
+        backbone_name=spec.backbone,
+        n_classes=n_classes,
+        batch_size=config.train["batch_size"],
+        total_steps=config.train["steps"],
+        steps_per_epoch=steps_per_epoch,
+        train_res=config.train["train_res"],
+        device=env.torch_device(),
+        data_root=env.data_root,
+        extra={"random_init": spec.random_init, "seed": spec.seed},
+    )
+    return cls(backbone, n_classes, config.hparams, context)
+
+
+def environment(env: RunEnv) -> dict[str, Any]:
+    import timm
+
+    return {
+        "uss_bench": uss_bench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "device": str(env.torch_device()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "host": platform.node(),
+        "git_sha": git_sha(),
+    }
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
+    """One run in this process; returns its record (already written)."""
+    existing = load_record(env.results_dir, spec.run_id)
+    if existing is not None and existing.get("status") == "completed" and not env.force:
+        return existing
+    record: dict[str, Any] = {
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "status": "running",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    started = time.perf_counter()
+    checkpoint = Path(env.results_dir) / "checkpoints" / spec.run_id / "last.pt"
+    try:
+        config = resolve(spec)
+        protocol = config.protocol
+        record["protocol"] = protocol.as_dict()
+        record["config"] = config.as_dict()
+        record["environment"] = environment(env)
+        # The CRF pool starts before any model work (spawned workers, see eval/crf.py).
+        crf = CRFRunner(env.crf_workers, CRFParams(**protocol.crf_params)) if protocol.crf else None
+        seed_everything(spec.seed)
+        device = env.torch_device()
+        tcfg = config.train
+        train_set = build_dataset(
+            spec.dataset, env.data_root, config.dataset_card.get("train_split", "train"),
+            SegTransform(tcfg["train_res"], "center", protocol.image_interpolation), spec.preset,
+        )
+        eval_set = build_dataset(
+            spec.dataset, env.data_root, protocol.eval_split,
+            SegTransform(protocol.eval_res, protocol.crop, protocol.image_interpolation), spec.preset,
+        )
+        steps_per_epoch = max(1, len(train_set) // tcfg["batch_size"])
+        if tcfg.get("epochs"):
+            tcfg["steps"] = int(tcfg["epochs"]) * steps_per_epoch
+        method = build_method(config, env, train_set.n_classes, steps_per_epoch)
+        probes = Probes(method.embed_dim, train_set.n_classes, protocol.extra_clusters)
+        settings = TrainSettings(
+            steps=int(tcfg["steps"]),
+            batch_size=int(tcfg["batch_size"]),
+            linear_lr=float(config.probes["linear_lr"]),
+            cluster_lr=float(config.probes["cluster_lr"]),
+            amp=bool(tcfg["amp"]),
+            clip_grad_norm=tcfg["clip_grad_norm"],
+            val_every=int(tcfg["val_every"]),
+            selection=protocol.checkpoint_selection,
+            checkpoint_every=env.checkpoint_every,
+            num_workers=env.num_workers,
+            seed=spec.seed,
+        )
+        eval_kwargs = dict(
+            class_names=train_set.classes, device=device, batch_size=int(tcfg["eval_batch_size"]),
+            num_workers=env.num_workers,
+        )
+
+        def validate() -> dict[str, Any]:
+            return evaluate(method, probes, eval_set, protocol, use_crf=False, **eval_kwargs)
+
+        t_train = time.perf_counter()
+        result = train(
+            method, probes, train_set, settings, device,
+            checkpoint_path=checkpoint,
+            log_path=Path(env.results_dir) / "logs" / f"{spec.run_id}.jsonl",
+            validate=validate,
+            label=spec.label(),
+        )
+        t_eval = time.perf_counter()
+        metrics = evaluate(method, probes, eval_set, protocol, crf_runner=crf, **eval_kwargs)
+        if crf is not None:
+            record["crf"] = crf.describe()
+            crf.close()
+        record.update(
+            status="completed",
+            metrics=metrics,
+            train={
+                "steps": result.steps,
+                "selected_step": result.selected_step,
+                "selection": result.selection,
+                "resumed_from": result.resumed_from,
+                "last_losses": result.last_losses,
+                "val_history": result.val_history,
+                "n_train_images": len(train_set),
+                "n_eval_images": len(eval_set),
+            },
+            timings={
+                "train_s": round(t_eval - t_train, 3),
+                "eval_s": round(time.perf_counter() - t_eval, 3),
+                "total_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        write_record(env.results_dir, record)
+        checkpoint.unlink(missing_ok=True)  # the record is the result; the checkpoint was only for resuming
+        return record
+    except BaseException as exc:
+        record.update(
+            status="failed",
+            error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
+            timings={"total_s": round(time.perf_counter() - started, 3)},
+        )
+        write_record(env.results_dir, record)
+        raise
+
+
+def run_inline(specs: list[RunSpec], env: RunEnv, keep_going: bool = True) -> list[dict[str, Any]]:
+    """Run specs one after another here; a failed run is recorded and the sweep goes on."""
+    records = []
+    for i, spec in enumerate(specs, 1):
+        log.info("[%d/%d] %s (run %s)", i, len(specs), spec.label(), spec.run_id)
+        try:
+            records.append(execute_spec(spec, env))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded in the run's failed record
+            log.error("run %s failed: %s: %s", spec.run_id, type(exc).__name__, exc)
+            if not keep_going:
+                raise
+            records.append(load_record(env.results_dir, spec.run_id) or {"run_id": spec.run_id, "status": "failed"})
+    return records
