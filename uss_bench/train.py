@@ -183,7 +183,12 @@ def train(
         start_step = resumed_from = ckpt["step"]
     log = JsonlLog(log_path)
     sampler = StepBatchSampler(len(train_set), s.batch_size, s.seed, start_step, s.steps)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=s.num_workers, collate_fn=collate)
+    # The loader draws its worker base seed from `generator`, not from the global RNG, so creating
+    # it after a resume does not shift the random stream the method's dropout/sampling uses.
+    loader = DataLoader(
+        train_set, batch_sampler=sampler, num_workers=s.num_workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(s.seed),
+    )
     method.train()
     probes.train()
     if start_step == 0:
@@ -193,7 +198,7 @@ def train(
     def loader_factory() -> DataLoader:
         # For per-epoch passes over the train split (PiCIE's k-means): fixed order, no labels used.
         return DataLoader(train_set, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
-                          collate_fn=collate)
+                          collate_fn=collate, generator=torch.Generator().manual_seed(s.seed))
 
     clip_params = [p for g in method.param_groups() if g.get("clip", True) for p in g["params"] if p.requires_grad]
     last_losses: dict[str, float] = {}

@@ -31,8 +31,11 @@ def _worker_init() -> None:
 class CRFRunner:
     """``run(images, probs)`` -> list of int16 label maps, in order; ``workers=0`` is serial."""
 
-    def __init__(self, workers: int = 0, params: CRFParams = CRFParams(), timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, workers: int = 0, params: CRFParams = CRFParams(), timeout_s: float = 120.0, kernel=dense_crf
+    ) -> None:
         self.params = params
+        self.kernel = kernel  # module-level and picklable; replaceable in tests
         self.timeout_s = timeout_s
         self.requested_workers = workers
         self.fallback_reason: str | None = None
@@ -52,8 +55,8 @@ class CRFRunner:
 
     def run(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if self._pool is None:
-            return [dense_crf(i, p, self.params) for i, p in zip(images, probs)]
-        futures = [self._pool.submit(dense_crf, i, p, self.params) for i, p in zip(images, probs)]
+            return [self.kernel(i, p, self.params) for i, p in zip(images, probs)]
+        futures = [self._pool.submit(self.kernel, i, p, self.params) for i, p in zip(images, probs)]
         results: list[np.ndarray] = []
         for k, future in enumerate(futures):
             try:

@@ -78,7 +78,11 @@ def evaluate(
     n_classes = len(class_names)
     n_clusters = None
     acc: dict[str, ConfusionAccumulator] = {}
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    # Own generator: evaluating must not consume the global RNG that training's dropout uses.
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     autocast = (
         torch.autocast("cuda", dtype=torch.float16)
         if protocol.eval_autocast and device.type == "cuda"

@@ -1,0 +1,1 @@
+"""Benchmarks run on demand: `pytest benchmarks --benchmark-enable` (pytest-benchmark)."""
