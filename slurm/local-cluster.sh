@@ -36,8 +36,13 @@ require_binaries() {
     fi
 }
 
-pid_alive() {  # pid_alive FILE -> 0 when the pid in FILE is a running process
-    [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+pid_alive() {  # pid_alive FILE -> 0 when the pid in FILE is a running process (zombies are dead)
+    [[ -s "$1" ]] || return 1
+    local pid state
+    pid="$(cat "$1")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+    [[ "$state" != "Z" ]]
 }
 
 node_cpus() {  # at most 2 (the documented CI shape), never more than the host has
@@ -94,7 +99,8 @@ MaxArraySize=1001
 # without this a job that gives no --mem is allotted the whole node and jobs run one at a time
 DefMemPerCPU=1024
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(node_cpus) RealMemory=$(node_memory_mb) State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+# jobs that ask for --oversubscribe may share a core (up to 32 per core): used by the many-writers test
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES:32
 EOF
     mv "$tmp" "$CONF"
     : >"$DIR/plugstack.conf"  # empty: do not pick up plugins configured for a system Slurm

@@ -35,6 +35,8 @@ def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--crf-workers", type=int, default=0, help="CRF processes (0 = serial)")
+    parser.add_argument("--defer-crf", action="store_true",
+                        help="save per-image logits and leave the CRF to `uss-bench collect --crf-stage ...`")
     parser.add_argument("--checkpoint-every", type=int, default=200, help="training checkpoint period in steps")
 
 
@@ -49,6 +51,7 @@ def make_env(args: argparse.Namespace):
         num_workers=args.num_workers,
         checkpoint_every=args.checkpoint_every,
         crf_workers=args.crf_workers,
+        defer_crf=getattr(args, "defer_crf", False),
         force=getattr(args, "force", False),
     )
 
@@ -88,6 +91,11 @@ def handle(args: argparse.Namespace) -> int:
             return 2
         if not specs:
             return 2
+    from uss_bench.launch.dispatch import chosen_executor, launch
+
+    executor = chosen_executor(args)
+    if executor != "inline":  # local processes or Slurm arrays: uss_bench/launch/dispatch.py
+        return launch(args, specs, env, executor)
     print(f"{len(specs)} run(s) -> {env.results_dir}/runs", file=sys.stderr)
     records = run_inline(specs, env)
     print(records_table(records))
@@ -115,4 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides such as train.steps=100 hparams.tau=0.5 protocol.crf=false")
     add_env_arguments(parser)
+    from uss_bench.launch.dispatch import add_launch_arguments
+
+    add_launch_arguments(parser)
     parser.set_defaults(func=handle)

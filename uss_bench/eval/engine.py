@@ -9,6 +9,7 @@ Matching happens once at the end. The method never sees a metric; the engine nev
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +69,13 @@ def evaluate(
     num_workers: int = 0,
     crf_runner: CRFRunner | None = None,
     use_crf: bool | None = None,
+    logits_sink: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
-    """Metrics dict with keys cluster, linear (and cluster_crf, linear_crf when the CRF ran)."""
+    """Metrics dict with keys cluster, linear (and cluster_crf, linear_crf when the CRF ran).
+
+    ``logits_sink(images_u8, cluster_logits, linear_logits, labels)`` receives every batch's upsampled
+    logits, e.g. to run the CRF later as a separate CPU stage (uss_bench/launch/crf_stage.py).
+    """
     use_crf = protocol.crf if use_crf is None else use_crf
     was_training = method.training
     method.eval()
@@ -108,6 +114,8 @@ def evaluate(
                 acc["linear_crf"] = ConfusionAccumulator(n_classes, n_classes)
         acc["cluster"].update(cluster_logits.argmax(1), labels)
         acc["linear"].update(linear_logits.argmax(1), labels)
+        if logits_sink is not None:
+            logits_sink(images_u8, cluster_logits, linear_logits, labels)
         if runner is not None:
             for key, logits in (("cluster_crf", cluster_logits), ("linear_crf", linear_logits)):
                 refined = runner.run(*_crf_inputs(images_u8, logits))

@@ -114,8 +114,17 @@ def check_gpus(resources: dict[str, Any], describe: str) -> None:
         raise LaunchError(
             f"{describe} requests {wanted} GPU(s) per job, but {where} has no GPUs "
             f"(sinfo Gres of its nodes: {', '.join(f'{n}={g or None}' for n, g in nodes.items())}). "
-            "Use a CPU profile (e.g. --profile local-ci) or --resource gpus_per_node=0."
+            "Use a CPU profile (e.g. --profile local-ci) or --resource gpus=0."
         )
+
+
+def check_slurm_request(groups: list[tuple[dict[str, Any], list[Any]]], profile: str | None) -> None:
+    """Everything about a Slurm submission that can be refused up front."""
+    if not shutil.which("sbatch"):
+        raise LaunchError("--executor slurm: sbatch is not on PATH (is this a Slurm login node?)")
+    for resources, group in groups:
+        source = f"profile {profile!r}" if profile else "its method card's resources (no --profile)"
+        check_gpus(resources, f"{group[0].method} with {source}")
 
 
 # ---------------------------------------------------------------- choosing what to run
@@ -157,6 +166,8 @@ def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 def absolute_env(env: Any) -> Any:
     """Jobs may start in another directory: make every path of the RunEnv absolute."""
+    if isinstance(env, Path):
+        return env.expanduser().resolve()
     changes = {}
     for f in dataclasses.fields(env):
         value = getattr(env, f.name)
@@ -171,7 +182,10 @@ def absolute_env(env: Any) -> Any:
 def _make_executor(kind: str, folder: Path, resources: dict[str, Any]) -> Any:
     import submitit
 
-    executor = submitit.AutoExecutor(folder=folder, cluster=kind)
+    ctor = {}
+    if kind == "slurm" and resources.get("max_num_timeout") is not None:
+        ctor["slurm_max_num_timeout"] = resources["max_num_timeout"]
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind, **ctor)
     params = profiles.to_submitit_parameters(resources)
     if kind == "local":  # slurm_* keys mean nothing here; GPUs are whatever this machine has
         params = {k: v for k, v in params.items() if not k.startswith("slurm_") and k != "gpus_per_node"}
@@ -197,32 +211,37 @@ def submit(
 
     if executor not in ("local", "slurm"):
         raise LaunchError(f"submit() handles local and slurm executors, not {executor!r}")
+    if not specs:
+        raise LaunchError("no runs to submit")
     overrides = overrides or {}
     fn = fn or SpecJob()
     env = absolute_env(env)
     groups = group_by_resources(specs, profile, overrides)
     if executor == "slurm":
-        if not shutil.which("sbatch"):
-            raise LaunchError("--executor slurm: sbatch is not on PATH (is this a Slurm login node?)")
-        for resources, group in groups:
-            check_gpus(resources, f"profile {profile or '(none)'} for {group[0].method}")
+        check_slurm_request(groups, profile)
         array_cap = min(max_array_size(), *(r.get("max_array_size", 10**9) for r, _ in groups))
-    manifest = mf.new_manifest(env.results_dir, executor, profile, argv)
+    results_dir = env if isinstance(env, Path) else env.results_dir  # a bare Path: jobs that only write records
+    manifest = mf.new_manifest(results_dir, executor, profile, argv)
     manifest["timeout_min"] = max((r.get("timeout_min") or 0) for r, _ in groups) if groups else 0
     jobs_dir = Path(manifest["jobs_dir"])
-    mf.save(manifest)
-    jobs: list[Any] = []
     if executor == "local":
-        return manifest, jobs  # local jobs are started by run_local, which throttles them
-    for resources, group in groups:
-        ex = _make_executor("slurm", jobs_dir, resources)
+        mf.save(manifest)
+        return manifest, []  # local jobs are started by run_local, which throttles them
+    # every executor is configured (and its parameters validated) before the first sbatch
+    configured = [(_make_executor("slurm", jobs_dir, resources), resources, group) for resources, group in groups]
+    jobs: list[Any] = []
+    for slurm_ex, resources, group in configured:
         for chunk in chunks(group, array_cap):
             try:
-                with ex.batch():
-                    chunk_jobs = [ex.submit(fn, spec, env) for spec in chunk]
+                with slurm_ex.batch():
+                    chunk_jobs = [slurm_ex.submit(fn, spec, env) for spec in chunk]
             except Exception as exc:  # sbatch refused: say which profile and what Slurm said
-                mf.save(manifest)
-                raise LaunchError(f"sbatch refused the array for profile {profile!r}: {exc}") from exc
+                if jobs:
+                    mf.save(manifest)  # the arrays already queued stay visible to `status`
+                raise LaunchError(
+                    f"sbatch refused an array of {len(chunk)} run(s) with profile {profile!r} "
+                    f"({len(jobs)} run(s) were queued before): {exc}"
+                ) from exc
             for spec, job in zip(chunk, chunk_jobs):
                 mf.add_run(manifest, spec.to_dict(), spec.run_id, str(job.job_id), resources)
             jobs.extend(chunk_jobs)

@@ -23,7 +23,7 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str | None, str]] = {
     "account": ((str,), "slurm_account", "Slurm account to charge"),
     "qos": ((str,), "slurm_qos", "Slurm quality of service"),
     "constraint": ((str,), "slurm_constraint", "node features, e.g. a100"),
-    "gpus_per_node": ((int,), "gpus_per_node", "GPUs per job (0 = CPU only)"),
+    "gpus": ((int,), "gpus_per_node", "GPUs per job, on one node (0 = CPU only)"),
     "gres": ((str,), "slurm_gres", "raw --gres string, e.g. gpu:a100:1"),
     "cpus_per_task": ((int,), "cpus_per_task", "CPU cores per job"),
     "mem_gb": ((int, float), "mem_gb", "memory per job in GB"),
@@ -31,12 +31,13 @@ PROFILE_KEYS: dict[str, tuple[tuple[type, ...], str | None, str]] = {
     "array_parallelism": ((int,), "slurm_array_parallelism", "max tasks of one array running at once"),
     "max_array_size": ((int,), None, "cap on tasks per array (default: the cluster's MaxArraySize)"),
     "signal_delay_s": ((int,), "slurm_signal_delay_s", "seconds before the time limit that USR2 is sent"),
-    "max_num_timeout": ((int,), "slurm_max_num_timeout", "how often a timed-out job is requeued"),
+    # an AutoExecutor constructor argument, not a parameter: see executors._make_executor
+    "max_num_timeout": ((int,), None, "how often a timed-out job is requeued"),
     "setup": ((list,), "slurm_setup", "shell lines run before the job (module load, venv activate)"),
     "sbatch": ((dict,), "slurm_additional_parameters", "extra sbatch parameters, e.g. {exclude: node7}"),
 }
 
-GPU_KEYS = ("gpus_per_node", "gres")
+GPU_KEYS = ("gpus", "gres")
 
 
 class ProfileError(ValueError):
@@ -63,7 +64,7 @@ def validate(resources: dict[str, Any], source: str) -> dict[str, Any]:
         )
     for key, value in resources.items():
         types = PROFILE_KEYS[key][0]
-        # bool is an int subclass; `gpus_per_node: yes` is a typo, not one GPU
+        # bool is an int subclass; `gpus: yes` is a typo, not one GPU
         if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
             names = " or ".join(t.__name__ for t in types)
             raise ProfileError(f"{source}: {key} must be {names}, got {value!r}")
@@ -126,8 +127,8 @@ def resources_key(resources: dict[str, Any]) -> str:
 
 
 def requested_gpus(resources: dict[str, Any]) -> int:
-    """GPUs asked for through gpus_per_node or a ``gpu[:type]:N`` gres entry."""
-    gpus = int(resources.get("gpus_per_node") or 0)
+    """GPUs asked for through ``gpus`` or a ``gpu[:type]:N`` gres entry."""
+    gpus = int(resources.get("gpus") or 0)
     for entry in str(resources.get("gres") or "").split(","):
         parts = entry.strip().split(":")
         if parts[0] == "gpu":
@@ -141,6 +142,6 @@ def to_submitit_parameters(resources: dict[str, Any]) -> dict[str, Any]:
     for key, value in resources.items():
         target = PROFILE_KEYS[key][1]
         # `--gpus-per-node=0` is itself rejected by clusters without GPU gres: leave it out
-        if target is not None and not (key == "gpus_per_node" and value == 0):
+        if target is not None and not (key == "gpus" and value == 0):
             params[target] = value
     return params

@@ -48,6 +48,7 @@ class RunEnv:
     num_workers: int = 0
     checkpoint_every: int = 200
     crf_workers: int = 0
+    defer_crf: bool = False  # save logits; the CRF runs later as a CPU stage (launch/crf_stage.py)
     force: bool = False
 
     def torch_device(self) -> torch.device:
@@ -205,7 +206,9 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         record["config"] = config.as_dict()
         record["environment"] = environment(env)
         # The CRF pool starts before any model work (spawned workers, see eval/crf.py).
-        crf = CRFRunner(env.crf_workers, CRFParams(**protocol.crf_params)) if protocol.crf else None
+        crf = None
+        if protocol.crf and not env.defer_crf:
+            crf = CRFRunner(env.crf_workers, CRFParams(**protocol.crf_params))
         seed_everything(spec.seed)
         device = env.torch_device()
         tcfg = config.train
@@ -252,10 +255,20 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             label=spec.label(),
         )
         t_eval = time.perf_counter()
-        metrics = evaluate(method, probes, eval_set, protocol, crf_runner=crf, **eval_kwargs)
+        sink = None
+        if protocol.crf and env.defer_crf:
+            from uss_bench.launch.crf_stage import writer_for_run
+
+            sink = writer_for_run(env.results_dir, spec.run_id, protocol, train_set.classes)
+        metrics = evaluate(
+            method, probes, eval_set, protocol, crf_runner=crf, use_crf=crf is not None, logits_sink=sink,
+            **eval_kwargs,
+        )
         if crf is not None:
             record["crf"] = crf.describe()
             crf.close()
+        if sink is not None:
+            record["crf"] = {"deferred_to": str(sink.close()), "params": protocol.crf_params}
         record.update(
             status="completed",
             metrics=metrics,
@@ -278,6 +291,8 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         write_record(env.results_dir, record)
         checkpoint.unlink(missing_ok=True)  # the record is the result; the checkpoint was only for resuming
         return record
+    except (KeyboardInterrupt, SystemExit):
+        raise  # preemption/requeue (submitit exits via SystemExit): not a failure; the checkpoint resumes it
     except BaseException as exc:
         record.update(
             status="failed",

@@ -10,7 +10,7 @@ pickle, and ``job.result()`` then waits forever. Here a run's state comes, in or
 
 from __future__ import annotations
 
-import getpass
+import os
 import pickle
 import re
 import subprocess
@@ -126,7 +126,8 @@ def squeue_snapshot(job_ids: list[str]) -> Snapshot | None:
     All jobs of the user are listed and filtered here: ``squeue -j`` fails as a whole when one id has
     aged out of the controller.
     """
-    proc = _run(["squeue", "-t", "all", "-h", "-u", getpass.getuser(), "-o", SQUEUE_FORMAT])
+    # a uid, not a name: containers may have no passwd entry for the user
+    proc = _run(["squeue", "-t", "all", "-h", "-u", str(os.getuid()), "-o", SQUEUE_FORMAT])
     if proc is None or proc.returncode != 0:
         return None
     masters = {array_master(j) for j in job_ids}
@@ -240,20 +241,30 @@ def refresh(
 def _refresh_run(manifest: dict[str, Any], run: dict[str, Any], snapshot: Snapshot | None,
                  grace_s: float, now: float) -> None:
     record = fresh_record(manifest["results_dir"], run)
-    if record is not None and record.get("status") in mf.TERMINAL_STATES:
-        run["state"] = record["status"]
-        if record["status"] == "failed":
+    job_id = run.get("job_id")
+    state, reason = snapshot.get(job_id, (None, "")) if snapshot is not None and job_id else (None, "")
+    # A failed record while Slurm still holds the job is not final: submitit's preemption handler
+    # exits through SystemExit (recorded as a failure) and the requeued job then runs again.
+    still_held = state in ACTIVE_STATES
+    status = (record or {}).get("status")
+    if status == "completed" or (status == "failed" and not still_held):
+        run["state"] = status
+        run["scheduler_state"] = None  # decided by the record; the last squeue view would be stale
+        if status == "failed":
             err = record.get("error") or {}
             run["error"] = f"{err.get('type', 'Error')}: {err.get('message', '')}"
         return
-    job_id = run.get("job_id")
     if not job_id:
         return
     result = read_result(manifest["jobs_dir"], job_id)
     if result is not None:
         outcome, value = result
         if outcome == "error":
-            _fail(manifest, run, "JobError", f"job {job_id} raised:\n{str(value)[-2000:]}")
+            run["scheduler_state"] = None
+            err = (record or {}).get("error") or {}
+            lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
+            headline = f"{err['type']}: {err.get('message', '')}" if err.get("type") else (lines or ["?"])[-1]
+            _fail(manifest, run, "JobError", f"{headline}\n(job {job_id} raised; traceback in its log)")
             return
         if record is None:
             # a success without a record: let the grace period cover a record still being renamed
@@ -262,7 +273,6 @@ def _refresh_run(manifest: dict[str, Any], run: dict[str, Any], snapshot: Snapsh
         return
     if snapshot is None:
         return
-    state, reason = snapshot.get(job_id, (None, ""))
     run["scheduler_state"] = state
     if state in ACTIVE_STATES:
         run["terminal_seen_at"] = None
@@ -279,7 +289,7 @@ def _refresh_run(manifest: dict[str, Any], run: dict[str, Any], snapshot: Snapsh
 
 def _terminal_after_grace(manifest: dict[str, Any], run: dict[str, Any], state: str, grace_s: float,
                           now: float, message: str) -> None:
-    if not run.get("terminal_seen_at"):
+    if run.get("terminal_seen_at") is None:
         run["terminal_seen_at"] = now
     if now - run["terminal_seen_at"] >= grace_s:
         _fail(manifest, run, "JobDiedWithoutResult" if state != "COMPLETED" else "NoRecord", message)
@@ -322,3 +332,39 @@ def wait(
         if time.monotonic() - start >= timeout_s:
             return False
         time.sleep(poll_s)
+
+
+def snapshot_for(manifest: dict[str, Any]) -> Callable[[list[str]], Snapshot | None]:
+    """The scheduler view that fits the sweep's executor (local jobs: is the process alive?)."""
+    if manifest.get("executor") == "slurm":
+        return squeue_snapshot
+    return _local_snapshot
+
+
+def _local_snapshot(job_ids: list[str]) -> Snapshot:
+    alive: Snapshot = {}
+    for job_id in job_ids:
+        try:
+            os.kill(int(job_id), 0)
+            alive[job_id] = ("RUNNING", "")
+        except (ValueError, OSError):
+            pass
+    return alive
+
+
+def refresh_once(manifest: dict[str, Any], grace_s: float = 3.0) -> bool:
+    """One status check for `status`/`collect`: a run whose job just ended gets one short second look.
+
+    Returns False when the scheduler did not answer (states are then as last seen, or from records).
+    """
+    snapshot_fn = snapshot_for(manifest)
+    job_ids = [r["job_id"] for r in manifest["runs"] if r.get("job_id")]
+    snapshot = snapshot_fn(job_ids)
+    changed = refresh(manifest, snapshot, grace_s=grace_s)
+    if any(r["state"] not in mf.TERMINAL_STATES and r.get("terminal_seen_at") is not None
+           for r in manifest["runs"]):
+        time.sleep(grace_s)
+        changed += refresh(manifest, snapshot_fn(job_ids), grace_s=grace_s)
+    if changed:
+        mf.save(manifest)
+    return snapshot is not None

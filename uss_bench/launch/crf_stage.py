@@ -1,0 +1,266 @@
+"""The dense CRF as a separate CPU stage over saved per-image logits (reference §B, point 4).
+
+On a cluster the GPU job evaluates without the CRF and writes its per-image logits with
+:class:`LogitsWriter` (``<results>/logits/<run_id>/shard-NNNNN.npz`` + ``meta.json``). This stage then
+refines every shard on CPUs (a job array, one task per shard), writes per-shard confusion matrices
+(``<results>/crf/<run_id>/``), merges them with the engine's own matching and metrics, and adds
+``cluster_crf`` / ``linear_crf`` to the run's record. CRF on/off is then a table column without
+re-running the GPU model. Every step is idempotent: a finished shard is never recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEADS = ("cluster", "linear")
+
+
+def logits_dir(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / "logits" / run_id
+
+
+def crf_dir(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / "crf" / run_id
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class LogitsWriter:
+    """Per-batch sink for the evaluation loop: saves what the CRF needs, in shards of ``shard_size``.
+
+    Call it with the batch's uint8 images [B,3,H,W], cluster and linear logits [B,K,H,W] and labels
+    [B,H,W] (tensors or arrays). ``dtype`` float16 halves the disk (27 classes at 320x320 are ~5.5 MB
+    per image and head); float32 reproduces the in-loop CRF bit for bit.
+    """
+
+    def __init__(self, out_dir: str | Path, meta: dict[str, Any], shard_size: int = 64,
+                 dtype: str = "float16") -> None:
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta)
+        self.shard_size = shard_size
+        self.dtype = np.dtype(dtype)
+        self._buffer: dict[str, list[np.ndarray]] = {"image": [], "label": [], "cluster": [], "linear": []}
+        self.n_images = 0
+        self.n_shards = 0
+
+    def __call__(self, images_u8: Any, cluster_logits: Any, linear_logits: Any, labels: Any) -> None:
+        # head sizes come from the logits themselves (a method's own cluster head may add clusters)
+        self.meta.setdefault("n_clusters", int(cluster_logits.shape[1]))
+        self.meta.setdefault("n_classes", int(linear_logits.shape[1]))
+        images = _numpy(images_u8)[:, :3].transpose(0, 2, 3, 1)  # H,W,3 as the CRF kernel wants
+        for i in range(images.shape[0]):
+            self._buffer["image"].append(np.ascontiguousarray(images[i], dtype=np.uint8))
+            self._buffer["label"].append(_numpy(labels)[i].astype(np.int16))
+            self._buffer["cluster"].append(_numpy(cluster_logits)[i].astype(self.dtype))
+            self._buffer["linear"].append(_numpy(linear_logits)[i].astype(self.dtype))
+            if len(self._buffer["image"]) == self.shard_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer["image"]:
+            return
+        arrays = {k: np.stack(v) for k, v in self._buffer.items()}
+        _atomic_savez(self.out_dir / f"shard-{self.n_shards:05d}.npz", **arrays)
+        self.n_images += len(self._buffer["image"])
+        self.n_shards += 1
+        self._buffer = {k: [] for k in self._buffer}
+
+    def close(self) -> Path:
+        """Flush the last shard and write ``meta.json`` (its presence marks a complete dump)."""
+        self._flush()
+        meta = {**self.meta, "n_images": self.n_images, "n_shards": self.n_shards, "dtype": self.dtype.name}
+        path = self.out_dir / "meta.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+
+def writer_for_run(results_dir: str | Path, run_id: str, protocol: Any, class_names: list[str],
+                   dtype: str = "float16", shard_size: int = 64) -> LogitsWriter:
+    """The sink an evaluation loop needs to defer its CRF to this stage (``protocol``: eval.protocol.Protocol)."""
+    meta = {"crf_params": dict(protocol.crf_params), "matching": protocol.matching,
+            "miou_averaging": protocol.miou_averaging, "class_names": list(class_names)}
+    return LogitsWriter(logits_dir(results_dir, run_id), meta, shard_size=shard_size, dtype=dtype)
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def load_meta(results_dir: str | Path, run_id: str) -> dict[str, Any]:
+    path = logits_dir(results_dir, run_id) / "meta.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved logits for run {run_id}: {path} is missing "
+                                "(the run was evaluated without saving logits, or its dump is incomplete)")
+    return json.loads(path.read_text())
+
+
+def crf_shard(shard: str | Path, out: str | Path, crf_params: dict[str, Any], n_clusters: int,
+              n_classes: int) -> str:
+    """CPU job: CRF-refine every image of one shard; write its confusion matrices. Idempotent."""
+    import torch
+
+    from uss_bench.eval.confusion import confusion_matrix
+    from uss_bench.eval.crf_kernel import CRFParams, dense_crf
+
+    out = Path(out)
+    if out.is_file():
+        return str(out)
+    torch.set_num_threads(1)
+    params = CRFParams(**crf_params)
+    data = np.load(shard)
+    sizes = {"cluster": n_clusters, "linear": n_classes}
+    conf = {head: torch.zeros(sizes[head], n_classes, dtype=torch.int64) for head in HEADS}
+    for i in range(data["image"].shape[0]):
+        label = torch.from_numpy(data["label"][i].astype(np.int64))
+        for head in HEADS:
+            # softmax in float32 with torch, exactly as the engine prepares the in-loop CRF input
+            probs = torch.softmax(torch.from_numpy(data[head][i]).float(), dim=0).numpy()
+            refined = dense_crf(data["image"][i], probs, params)
+            conf[head] += confusion_matrix(torch.from_numpy(refined.astype(np.int64)), label,
+                                           sizes[head], n_classes)
+    _atomic_savez(out, **{f"{head}_crf": conf[head].numpy() for head in HEADS})
+    return str(out)
+
+
+def shard_jobs(results_dir: str | Path, run_id: str) -> list[tuple[Path, Path]]:
+    """(input shard, output confusion file) for every shard of the run not refined yet."""
+    meta = load_meta(results_dir, run_id)
+    src, dst = logits_dir(results_dir, run_id), crf_dir(results_dir, run_id)
+    pairs = [(src / f"shard-{k:05d}.npz", dst / f"shard-{k:05d}.npz") for k in range(meta["n_shards"])]
+    return [(s, d) for s, d in pairs if not d.is_file()]
+
+
+def merge(results_dir: str | Path, run_id: str) -> dict[str, Any]:
+    """Sum the shards' confusions and score them with the engine's matching and metrics."""
+    from uss_bench.eval.matching import match
+    from uss_bench.eval.metrics import segmentation_metrics
+
+    meta = load_meta(results_dir, run_id)
+    out_dir = crf_dir(results_dir, run_id)
+    missing = [k for k in range(meta["n_shards"]) if not (out_dir / f"shard-{k:05d}.npz").is_file()]
+    if missing:
+        raise FileNotFoundError(f"CRF stage of run {run_id} is incomplete: shards {missing[:10]} missing in {out_dir}")
+    totals: dict[str, np.ndarray] = {}
+    for k in range(meta["n_shards"]):
+        with np.load(out_dir / f"shard-{k:05d}.npz") as data:
+            for key in data.files:
+                totals[key] = totals.get(key, 0) + data[key]
+    metrics: dict[str, Any] = {}
+    for key in ("cluster_crf", "linear_crf"):
+        rule = meta["matching"] if key.startswith("cluster") else "identity"
+        assignment = match(totals[key], rule)
+        scored = segmentation_metrics(totals[key], assignment, meta["miou_averaging"])
+        metrics[key] = scored.as_dict(meta["class_names"])
+        metrics[key]["n_pixels"] = int(totals[key].sum())
+        if key.startswith("cluster"):
+            metrics[key]["assignment"] = assignment.tolist()
+    return metrics
+
+
+def apply_to_record(results_dir: str | Path, run_id: str) -> dict[str, Any]:
+    """Add the merged CRF metrics to the run's record (atomically) and return the record."""
+    from uss_bench.results.records import load_record, write_record
+
+    record = load_record(results_dir, run_id)
+    if record is None:
+        raise FileNotFoundError(f"no record for run {run_id} under {Path(results_dir) / 'runs'}")
+    meta = load_meta(results_dir, run_id)
+    record.setdefault("metrics", {}).update(merge(results_dir, run_id))
+    record["crf"] = {"stage": "separate", "params": meta["crf_params"], "logits_dtype": meta["dtype"],
+                     "n_images": meta["n_images"]}
+    write_record(results_dir, record)
+    return record
+
+
+def run_stage(
+    results_dir: str | Path,
+    run_ids: Sequence[str],
+    executor: str = "inline",
+    profile: str | None = "cpu",
+    overrides: dict[str, Any] | None = None,
+    timeout_s: float = 6 * 3600,
+    poll_s: float = 5.0,
+) -> list[dict[str, Any]]:
+    """Refine every pending shard of ``run_ids`` (inline, local processes or a Slurm array), then merge.
+
+    Waiting is bounded: a task that ended without writing its output is an error naming its log.
+    """
+    results_dir = Path(results_dir).resolve()
+    tasks: list[tuple[Path, Path, dict[str, Any], int, int]] = []
+    for run_id in run_ids:
+        meta = load_meta(results_dir, run_id)
+        for src, dst in shard_jobs(results_dir, run_id):
+            tasks.append((src, dst, meta["crf_params"], meta["n_clusters"], meta["n_classes"]))
+    if executor == "inline":
+        for task in tasks:
+            crf_shard(*task)
+    elif tasks:
+        _run_array(tasks, results_dir, executor, profile, overrides or {}, timeout_s, poll_s)
+    return [apply_to_record(results_dir, run_id) for run_id in run_ids]
+
+
+def _run_array(tasks: list[tuple], results_dir: Path, executor: str, profile: str | None,
+               overrides: dict[str, Any], timeout_s: float, poll_s: float) -> None:
+    import submitit
+
+    from uss_bench.launch import profiles, watchdog
+    from uss_bench.launch.executors import LaunchError, _make_executor, check_gpus, chunks, max_array_size
+
+    resources = profiles.merge(profiles.load_profile(profile) if profile else {}, overrides)
+    resources["gpus"] = 0  # a CPU stage by definition
+    folder = results_dir / "crf" / "_jobs" / time.strftime("%Y%m%d-%H%M%S")
+    ex = _make_executor("slurm" if executor == "slurm" else "local", folder, resources)
+    if executor == "slurm":
+        check_gpus(resources, "CRF stage")
+    jobs = []
+    cap = max_array_size() if executor == "slurm" else len(tasks)
+    for chunk in chunks(tasks, min(cap, resources.get("max_array_size", cap))):
+        jobs += ex.map_array(crf_shard, *zip(*chunk))
+    start = time.monotonic()
+    grace: dict[str, float] = {}
+    while True:
+        pending = [(job, task) for job, task in zip(jobs, tasks) if not task[1].is_file()]
+        if not pending:
+            return
+        for job, task in pending:
+            result = watchdog.read_result(folder, job.job_id)
+            if result is not None and result[0] == "error":
+                raise LaunchError(f"CRF task {job.job_id} on {task[0]} failed:\n{str(result[1])[-2000:]}")
+        if executor == "slurm":
+            snap = watchdog.squeue_snapshot([j.job_id for j, _ in pending]) or {}
+            for job, task in pending:
+                if snap.get(job.job_id, ("?",))[0] in watchdog.ACTIVE_STATES:
+                    grace.pop(job.job_id, None)
+                elif time.monotonic() - grace.setdefault(job.job_id, time.monotonic()) > 10:
+                    raise LaunchError(f"CRF task {job.job_id} on {task[0]} ended without output:\n"
+                                      f"{watchdog.log_tail(folder, job.job_id)}")
+        elif all(isinstance(j, submitit.LocalJob) and j.done() for j, _ in pending):
+            time.sleep(1.0)  # outputs are renamed into place just before the process exits
+            if any(not t[1].is_file() for _, t in pending):
+                job, task = pending[0]
+                raise LaunchError(f"CRF task {job.job_id} on {task[0]} ended without output:\n"
+                                  f"{watchdog.log_tail(folder, job.job_id)}")
+        if time.monotonic() - start > timeout_s:
+            raise LaunchError(f"CRF stage: {len(pending)} shard(s) unfinished after {timeout_s:.0f} s "
+                              f"(jobs in {folder})")
+        time.sleep(poll_s)

@@ -1,0 +1,117 @@
+"""The launching half of ``uss-bench run``: --executor/--profile/--wait/--retry-failed/--timeout.
+
+``run`` expands and preflights the specs (so a missing dataset or weights file stops everything
+before a job is queued), then hands them here unless the executor is ``inline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from uss_bench.launch import executors as ex
+from uss_bench.launch import manifest as mf
+from uss_bench.launch import profiles
+
+DEFAULT_WAIT_TIMEOUT_S = 24 * 3600.0
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("launching (see docs/cluster.md)")
+    group.add_argument("--executor", choices=ex.EXECUTORS, default=None,
+                       help="inline (this process) | local (submitit processes) | slurm (job arrays). "
+                            "Default: $USS_BENCH_EXECUTOR, else slurm where a Slurm controller answers, else local")
+    group.add_argument("--profile", default=None,
+                       help=f"cluster profile slurm/profiles/NAME.yaml ({', '.join(profiles.available_profiles())})")
+    group.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one profile key, e.g. --resource mem_gb=64 --resource partition=long")
+    group.add_argument("--wait", action="store_true",
+                       help="slurm: block until every run finished, printing progress (else submit and return)")
+    group.add_argument("--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="SECONDS",
+                       help="give up waiting after this long (default 24 h); jobs keep running")
+    group.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help="status poll period (default 5)")
+    group.add_argument("--retry-failed", action="store_true",
+                       help="submit again the runs whose record says failed (otherwise they are skipped)")
+
+
+def chosen_executor(args: argparse.Namespace) -> str:
+    return getattr(args, "executor", None) or ex.default_executor()
+
+
+def sweep_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records of a sweep's runs that exist now (fresh or not: the table shows what is on disk)."""
+    from uss_bench.results.records import load_record
+
+    records = []
+    for run in manifest["runs"]:
+        record = load_record(manifest["results_dir"], run["run_id"])
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def spec_records(specs: list[Any], results_dir: Any) -> list[dict[str, Any]]:
+    """Records on disk for the requested specs, in the order asked (submitted and skipped alike)."""
+    from uss_bench.results.records import load_record
+
+    return [r for r in (load_record(results_dir, s.run_id) for s in specs) if r is not None]
+
+
+def print_records(records: list[dict[str, Any]]) -> None:
+    if not records:
+        return
+    try:
+        from uss_bench.results.summary import records_table
+    except ImportError:  # the summary module is optional here; fall back to one line per record
+        for rec in records:
+            print(f"{rec['run_id']}  {rec.get('status')}")
+        return
+    print(records_table(records))
+
+
+def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) -> int:
+    """Submit (slurm) or run (local) ``specs``; returns the exit code for ``run``."""
+    try:
+        overrides = profiles.parse_overrides(args.resource)
+        groups = ex.group_by_resources(specs, args.profile, overrides)  # bad profiles/keys fail here
+        if executor == "slurm":
+            ex.check_slurm_request(groups, args.profile)
+        todo, done, failed = ex.split_by_record(specs, env.results_dir, env.force, args.retry_failed)
+        if done:
+            print(f"{len(done)} run(s) already completed: skipped (--force recomputes)", file=sys.stderr)
+        if failed:
+            print(f"{len(failed)} run(s) failed before: skipped (--retry-failed submits them again): "
+                  + ", ".join(s.run_id for s in failed), file=sys.stderr)
+        if not todo:
+            print("nothing to submit", file=sys.stderr)
+            print_records(spec_records(specs, env.results_dir))
+            return 1 if failed else 0
+        argv = list(sys.argv)
+        if executor == "local":
+            manifest = ex.run_local(todo, env, args.profile, overrides, argv=argv, timeout_s=args.timeout,
+                                    poll_s=min(args.poll, 1.0), on_change=ex.print_progress)
+            finished = True
+        else:
+            manifest, _ = ex.submit(todo, env, "slurm", args.profile, overrides, argv=argv)
+            job_ids = sorted({r["job_id"].split("_")[0] for r in manifest["runs"]})
+            print(f"submitted {len(todo)} run(s) as sweep {manifest['sweep_id']} "
+                  f"(Slurm job(s) {', '.join(job_ids)}); manifest {mf.manifest_path(manifest)}", file=sys.stderr)
+            if not args.wait:
+                print(f"follow with `uss-bench status {manifest['sweep_id']}`, gather with "
+                      f"`uss-bench collect {manifest['sweep_id']}`", file=sys.stderr)
+                return 0
+            finished = ex.wait_for(manifest, timeout_s=args.timeout, poll_s=args.poll,
+                                   on_change=ex.print_progress)
+    except (profiles.ProfileError, ex.LaunchError) as exc:
+        print(f"uss-bench run: error: {exc}", file=sys.stderr)
+        return 2
+    print_records(spec_records(specs, env.results_dir))
+    if not finished:
+        print(f"timed out after {args.timeout:.0f} s with {mf.counts(manifest)}; the jobs keep running: "
+              f"`uss-bench status {manifest['sweep_id']}`", file=sys.stderr)
+        return 3
+    bad = [r for r in manifest["runs"] if r["state"] != "completed"]
+    for run in bad:
+        print(f"FAILED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
+    return 1 if bad else 0
