@@ -20,6 +20,9 @@ def test_dino_smoke_run_end_to_end(tmp_path, capsys):
     assert record["metrics"]["linear"]["acc"] > 60
     assert set(record["metrics"]) == {"cluster", "linear", "cluster_crf", "linear_crf"}
     assert len(record["metrics"]["cluster"]["iou"]) == 6
+    # matched cluster predictions of the dataset card's figure ids, for `uss-bench figure`
+    saved = sorted(p.name for p in (tmp_path / "results" / "predictions" / record["run_id"]).glob("*.png"))
+    assert saved == ["00000.png", "00003.png", "00007.png", "00011.png"]
     # a completed run is not recomputed
     mtime = record_file.stat().st_mtime_ns
     assert main(args) == 0

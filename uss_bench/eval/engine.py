@@ -70,11 +70,14 @@ def evaluate(
     crf_runner: CRFRunner | None = None,
     use_crf: bool | None = None,
     logits_sink: Callable[..., None] | None = None,
+    predictions_out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Metrics dict with keys cluster, linear (and cluster_crf, linear_crf when the CRF ran).
 
     ``logits_sink(images_u8, cluster_logits, linear_logits, labels)`` receives every batch's upsampled
     logits, e.g. to run the CRF later as a separate CPU stage (uss_bench/launch/crf_stage.py).
+    ``predictions_out``: a dict whose keys are image ids to keep; it is filled with their matched
+    cluster predictions (uint8 class ids, 255 = unmatched cluster) for qualitative figures.
     """
     use_crf = protocol.crf if use_crf is None else use_crf
     was_training = method.training
@@ -114,6 +117,10 @@ def evaluate(
                 acc["linear_crf"] = ConfusionAccumulator(n_classes, n_classes)
         acc["cluster"].update(cluster_logits.argmax(1), labels)
         acc["linear"].update(linear_logits.argmax(1), labels)
+        if predictions_out is not None:
+            for image_id, pred in zip(batch["id"], cluster_logits.argmax(1)):
+                if image_id in predictions_out:
+                    predictions_out[image_id] = pred.cpu().numpy()
         if logits_sink is not None:
             logits_sink(images_u8, cluster_logits, linear_logits, labels)
         if runner is not None:
@@ -133,4 +140,9 @@ def evaluate(
         results[key]["n_pixels"] = int(accumulator.matrix.sum())
         if key.startswith("cluster"):
             results[key]["assignment"] = assignment.tolist()
+        if key == "cluster" and predictions_out is not None:
+            lookup = np.where(assignment >= 0, assignment, 255).astype(np.uint8)
+            for image_id, raw in list(predictions_out.items()):
+                if raw is not None:
+                    predictions_out[image_id] = lookup[raw]
     return results

@@ -26,6 +26,7 @@ from uss_bench.data.transforms import SegTransform
 from uss_bench.eval.crf import CRFRunner
 from uss_bench.eval.crf_kernel import CRFParams
 from uss_bench.eval.engine import evaluate
+from uss_bench.eval.evaluators import extra_metrics
 from uss_bench.eval.probes import Probes
 from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.paths import PROJECT_ROOT, default_data_root, default_results_dir, default_weights_dir
@@ -152,7 +153,7 @@ def build_method(config: RunConfig, env: RunEnv, n_classes: int, steps_per_epoch
         train_res=config.train["train_res"],
         device=env.torch_device(),
         data_root=env.data_root,
-        extra={"random_init": spec.random_init, "seed": spec.seed},
+        extra={"random_init": spec.random_init, "seed": spec.seed, "weights_dir": env.weights_dir},
     )
     return cls(backbone, n_classes, config.hparams, context)
 
@@ -184,6 +185,20 @@ def git_sha() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def save_predictions(results_dir: Path, run_id: str, predictions: dict[str, Any]) -> None:
+    """Matched cluster predictions of the dataset card's figure ids, for `uss-bench figure`."""
+    from PIL import Image
+
+    out = Path(results_dir) / "predictions" / run_id
+    for image_id, pred in predictions.items():
+        if pred is None:
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{image_id}.png.tmp"
+        Image.fromarray(pred).save(tmp, format="PNG")
+        tmp.replace(out / f"{image_id}.png")
 
 
 def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
@@ -255,15 +270,19 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             label=spec.label(),
         )
         t_eval = time.perf_counter()
+        method.before_eval(train_set, protocol)  # e.g. PiCIE re-fits its k-means on the train images
         sink = None
         if protocol.crf and env.defer_crf:
             from uss_bench.launch.crf_stage import writer_for_run
 
             sink = writer_for_run(env.results_dir, spec.run_id, protocol, train_set.classes)
+        figure_predictions = {str(i): None for i in config.dataset_card.get("figure_ids", [])}
         metrics = evaluate(
             method, probes, eval_set, protocol, crf_runner=crf, use_crf=crf is not None, logits_sink=sink,
-            **eval_kwargs,
+            predictions_out=figure_predictions, **eval_kwargs,
         )
+        save_predictions(env.results_dir, spec.run_id, figure_predictions)
+        metrics.update(extra_metrics(method, protocol, train_set, eval_set, **eval_kwargs))  # e.g. hsg-knn
         if crf is not None:
             record["crf"] = crf.describe()
             crf.close()

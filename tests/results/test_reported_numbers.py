@@ -1,0 +1,133 @@
+"""The transcribed paper numbers: schema, vocabulary, spot checks against the papers, layout coverage."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from results_factories import reported_frame, reported_row, write_reported_csv
+
+from uss_bench.registry import TABLES
+from uss_bench.results.reported import (
+    KEY,
+    ReportedError,
+    load_reported,
+    reported_dir,
+    unknown_cells,
+    validate_reported,
+)
+
+
+@pytest.fixture(scope="module")
+def reported():
+    return load_reported()
+
+
+def test_shipped_csvs_pass_the_schema(reported):
+    assert validate_reported(reported) == []
+    assert set(reported["paper"]) == {"ppap2024", "hsg2022", "san2023"}
+    assert not reported.duplicated(KEY).any()
+
+
+def value(reported, **key):
+    mask = True
+    for column, wanted in key.items():
+        mask = mask & (reported[column] == wanted)
+    hits = reported[mask]
+    assert len(hits) == 1, key
+    return hits.iloc[0]["value"]
+
+
+@pytest.mark.parametrize("key, expected", [
+    # PPAP Table 1, ViT-S/8 PPAP row: 59.0 / 27.2 / 76.9 / 46.3
+    (dict(paper="ppap2024", table="t1", method="ppap", backbone="vit-s8", metric="linear.miou"), 46.3),
+    (dict(paper="ppap2024", table="t1", method="stego", backbone="vit-s16", metric="cluster.acc"), 52.5),
+    # PPAP Table 2, ViT-B/8 HP row: 79.5 / 18.4 / 90.9 / 33.0
+    (dict(paper="ppap2024", table="t2", method="hp", backbone="vit-b8", metric="linear.acc"), 90.9),
+    (dict(paper="ppap2024", table="t3", method="iic", backbone="vgg11", metric="cluster.acc"), 65.1),
+    (dict(paper="ppap2024", table="t4", method="ppap", dataset="imagenet-s50"), 59.3),
+    (dict(paper="ppap2024", table="t5", variant="ans", metric="cluster.miou"), 25.1),
+    (dict(paper="ppap2024", table="t6", method="hp", dataset="cityscapes27", metric="negatives.fp_pct"), 21.33),
+    (dict(paper="hsg2022", table="t1", method="segsort", dataset="kitti-step", metric="knn.acc"), 69.8),
+    (dict(paper="hsg2022", table="t2", method="hsg", dataset="potsdam", metric="knn.miou"), 43.8),
+    (dict(paper="hsg2022", table="t5", method="hsg", metric="knn.iou.diningtable"), 51.2),
+    (dict(paper="san2023", table="t2", method="infoseg", dataset="potsdam"), 57.3),
+    (dict(paper="san2023", table="t3", method="san", dataset="cityscapes27"), 51.0),
+])
+def test_spot_values_match_the_papers(reported, key, expected):
+    assert value(reported, **key) == pytest.approx(expected)
+
+
+def test_garbled_cells_are_unknown_with_a_reason(reported):
+    unknown = unknown_cells(reported)
+    assert len(unknown) == 30
+    assert unknown["note"].str.contains("UNKNOWN:").all()
+    # PPAP Table 2's ViT-S/8 block: STEGO, HP and PPAP rows are all unreadable
+    block = unknown[(unknown["table"] == "t2") & (unknown["backbone"] == "vit-s8")]
+    assert sorted(set(block["method"])) == ["hp", "ppap", "stego"] and len(block) == 12
+    assert math.isnan(value(reported, paper="ppap2024", table="t1", method="iic", backbone="resnet18-fpn",
+                            metric="linear.acc"))
+
+
+def test_every_reported_row_is_a_cell_of_its_table_layout(reported):
+    """Catches a layout that forgets a row/column, or a CSV row the tables never show."""
+    cells = set()
+    for name in TABLES.names():
+        layout = TABLES.get(name)
+        for row in layout.rows:
+            for col in layout.columns:
+                cells.add((layout.paper, layout.table, row.method, row.variant, row.backbone_for(col.dataset),
+                           col.dataset, col.metric))
+    keys = set(map(tuple, reported[["paper", "table", "method", "variant", "backbone", "dataset", "metric"]].values))
+    assert keys - cells == set()
+    assert {"ppap-t1", "ppap-t2", "ppap-t3", "ppap-t4", "ppap-t5", "ppap-t6", "hsg-t1", "hsg-t2", "hsg-t5",
+            "san-t2", "san-t3"} <= set(TABLES.names())
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(method="not-a-method"), "unknown method 'not-a-method'"),
+    (dict(dataset="coco"), "unknown dataset 'coco'"),
+    (dict(metric="cluster.f1"), "unknown metric 'cluster.f1'"),
+    (dict(value=100.5), "outside [0, 100]"),
+    (dict(value=-0.1), "outside [0, 100]"),
+    (dict(crf="yes"), "crf must be one of"),
+    (dict(value=float("nan"), note=""), "unknown (empty) value without a note"),
+    (dict(protocol="made-up"), "unknown protocol"),
+])
+def test_schema_rejects_bad_rows(fields, message):
+    problems = validate_reported(reported_frame([reported_row(**fields)]))
+    assert any(message in p for p in problems), problems
+    assert all(p.startswith("test.csv:2:") for p in problems)
+
+
+def test_schema_accepts_boundaries_and_rejects_duplicates():
+    ok = reported_frame([reported_row(value=0.0), reported_row(metric="cluster.miou", value=100.0)])
+    assert validate_reported(ok) == []
+    dup = reported_frame([reported_row(), reported_row(value=51.0)])
+    assert any("duplicate key" in p and "test.csv:2, test.csv:3" in p for p in validate_reported(dup))
+
+
+def test_load_reported_names_the_file_and_line(tmp_path):
+    write_reported_csv(tmp_path, [reported_row(), reported_row(metric="cluster.miou", value="12,5")], "bad.csv")
+    with pytest.raises(ReportedError, match=r"bad.csv:3"):
+        load_reported(tmp_path)
+    with pytest.raises(ReportedError, match="no reported CSVs"):
+        load_reported(tmp_path / "empty")
+
+
+PAPERS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "papers"
+
+
+@pytest.mark.skipif(not PAPERS_DIR.is_dir(), reason="../shared/papers (the extracted paper texts) not present")
+def test_every_known_value_occurs_in_its_source_text():
+    """Each transcribed number must appear verbatim in the paper text its note names (catches typos)."""
+    raw = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in sorted(reported_dir().glob("*.csv"))])
+    missing = []
+    for row in raw[raw["value"] != ""].itertuples(index=False):
+        text = (PAPERS_DIR / row.note.split(" ")[0]).read_text()
+        if not re.search(r"(?<![\d.])" + re.escape(row.value) + r"(?!\d)", text):
+            missing.append(f"{row.paper}/{row.table}/{row.method}/{row.metric}={row.value}")
+    assert missing == []
