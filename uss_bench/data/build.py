@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from uss_bench.data.base import DatasetError, SegDataset
 from uss_bench.data.transforms import SegTransform
@@ -10,10 +11,16 @@ from uss_bench.registry import DATASETS
 
 
 def build_dataset(
-    name: str, data_root: str | Path, split: str, transform: SegTransform | None, preset: str = "default"
+    name: str,
+    data_root: str | Path,
+    split: str,
+    transform: SegTransform | None,
+    preset: str = "default",
+    **options: Any,
 ) -> SegDataset:
+    """``options`` go to the dataset class (e.g. ``channels="rgbir"`` for Potsdam's 4-channel images)."""
     cls = DATASETS.get(name)
-    return cls(Path(data_root), split, transform=transform, preset=preset)
+    return cls(Path(data_root), split, transform=transform, preset=preset, **options)
 
 
 def dataset_problems(name: str, data_root: str | Path, splits: tuple[str, ...], preset: str = "default") -> list[str]:

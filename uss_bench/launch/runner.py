@@ -282,7 +282,7 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             predictions_out=figure_predictions, **eval_kwargs,
         )
         save_predictions(env.results_dir, spec.run_id, figure_predictions)
-        metrics.update(extra_metrics(method, protocol, train_set, eval_set, **eval_kwargs))  # e.g. hsg-knn
+        metrics.update(extra_metrics(method, protocol, train_set, eval_set, probes=probes, **eval_kwargs))  # hsg-knn, imagenet-s
         if crf is not None:
             record["crf"] = crf.describe()
             crf.close()

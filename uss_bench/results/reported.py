@@ -77,7 +77,7 @@ METRICS = {
     "linear.miou": "linear-probe mIoU",
     "knn.acc": "pixel accuracy of k-NN segment retrieval (HSG / SegSort)",
     "knn.miou": "mIoU of k-NN segment retrieval (HSG / SegSort)",
-    "imagenet_s.miou": "ImageNet-S mIoU (PASS distance matching, K+1 classes)",
+    "imagenet_s_distance.miou": "ImageNet-S mIoU (PASS distance matching, K+1 classes)",
     "nfcovering": "HSG Normalized Foreground Covering",
     "positives.tp_pct": "PPAP Table 6: % of true positives in the positive set",
     "negatives.fp_pct": "PPAP Table 6: % of false positives in the negative set",

@@ -1,0 +1,132 @@
+"""``uss-bench datasets check|prepare|fixture``: verify data on disk, derive artefacts, write tiny fixtures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from uss_bench.paths import default_data_root, default_weights_dir
+
+
+def handle_check(args: argparse.Namespace) -> int:
+    from uss_bench.data.check import check_dataset
+    from uss_bench.registry import DATASETS, UnknownNameError
+
+    try:
+        names = DATASETS.select(",".join(args.names) or "all")
+    except UnknownNameError as exc:
+        print(f"uss-bench datasets check: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        report = check_dataset(name, args.data_root, full=args.full, sample=args.sample)
+        print(report.line(), flush=True)
+        failed += not report.ok
+    return 1 if failed else 0
+
+
+def handle_fixture(args: argparse.Namespace) -> int:
+    from uss_bench.data.fixtures import write_fixture
+
+    try:
+        counts = write_fixture(args.name, args.out)
+    except KeyError as exc:
+        print(f"uss-bench datasets fixture: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{split} {n}" for split, n in counts.items())
+    print(f"{args.name}: fixture written under {args.out} ({sizes})")
+    return 0
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        if done == total or done % 500 == 0:
+            print(f"  {label}: {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def handle_prepare(args: argparse.Namespace) -> int:
+    from uss_bench.data.base import DatasetError
+    from uss_bench.data.layout import RealDataset
+    from uss_bench.registry import BACKBONES, DATASETS, UnknownNameError
+
+    try:
+        cls = DATASETS.get(args.name)
+    except UnknownNameError as exc:
+        print(f"uss-bench datasets prepare: error: {exc}", file=sys.stderr)
+        return 2
+    if not issubclass(cls, RealDataset):
+        print(f"uss-bench datasets prepare: {args.name} needs no preparation", file=sys.stderr)
+        return 2
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    try:
+        if args.what == "five-crop":
+            from uss_bench.data.five_crop import five_crop_split
+
+            if args.name.startswith("potsdam"):
+                print("note: STEGO/HP/PPAP never five-crop Potsdam (their loader ignores crop_type)", file=sys.stderr)
+            for split in splits:
+                out = five_crop_split(cls, args.data_root, split, args.ratio, _progress(f"{args.name} {split}"),
+                                      workers=args.workers)
+                print(f"{args.name}: five-crop of {split} at ratio {args.ratio} -> {out}")
+        else:
+            from uss_bench.data.knn_precompute import precompute_knn
+            from uss_bench.launch.runner import RunEnv
+
+            device = RunEnv(device=args.device).torch_device()
+            spec = BACKBONES.get(args.backbone)
+            if not args.random_init:
+                message = spec.missing_weights(args.weights_dir)
+                if message:
+                    print(f"uss-bench datasets prepare: {message}", file=sys.stderr)
+                    return 2
+            backbone = spec.build(args.weights_dir, random_init=args.random_init)
+            for split in splits:
+                path = precompute_knn(
+                    args.name, args.data_root, split, args.backbone, backbone, res=args.res,
+                    feature_dropout=args.feature_dropout, seed=args.seed, batch_size=args.batch_size,
+                    device=device, progress=_progress(f"{args.name} {split} chunks"),
+                )
+                print(f"{args.name}: kNN table for {split} ({args.backbone}) -> {path}")
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"uss-bench datasets prepare: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("datasets", help="check datasets on disk, prepare derived files, write fixtures")
+    sub = parser.add_subparsers(dest="datasets_command", required=True)
+
+    check = sub.add_parser("check", help="files present, counts, label ranges, image/label sizes; one line each")
+    check.add_argument("names", nargs="*", default=[], help="e.g. cocostuff27 potsdam | 'coco*' (default: all)")
+    check.add_argument("--data-root", type=Path, default=default_data_root(), help="default $USS_BENCH_DATA or ./data")
+    check.add_argument("--full", action="store_true", help="decode every image and label (default: a sample)")
+    check.add_argument("--sample", type=int, default=8, help="items decoded per split without --full (default 8)")
+    check.set_defaults(func=handle_check)
+
+    prepare = sub.add_parser("prepare", help="derived files: STEGO five-crops or kNN tables (resumable)")
+    prepare.add_argument("name")
+    prepare.add_argument("--what", choices=["five-crop", "knn"], default="five-crop")
+    prepare.add_argument("--splits", default="train,val",
+                         help="five-crop: base splits (train,val); knn: splits such as train_five_crop_0.5")
+    prepare.add_argument("--ratio", type=float, default=0.5, help="five-crop size ratio (STEGO 0.5; HP/PPAP also 0.7)")
+    prepare.add_argument("--data-root", type=Path, default=default_data_root())
+    prepare.add_argument("--backbone", default="vit-s8", help="knn: backbone (name carries the patch size)")
+    prepare.add_argument("--weights-dir", type=Path, default=default_weights_dir())
+    prepare.add_argument("--random-init", action="store_true", help="knn: random backbone (smoke tests only)")
+    prepare.add_argument("--res", type=int, default=224, help="knn: image size (STEGO hard-codes 224)")
+    prepare.add_argument("--feature-dropout", type=float, default=0.1,
+                         help="knn: Dropout2d on features, active in STEGO's precompute (0 = off)")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--batch-size", type=int, default=32)
+    prepare.add_argument("--device", default="auto")
+    prepare.add_argument("--workers", type=int, default=0, help="five-crop: processes (0 = this process)")
+    prepare.set_defaults(func=handle_prepare)
+
+    fixture = sub.add_parser("fixture", help="write a tiny copy of a dataset in its real layout and encoding")
+    fixture.add_argument("name")
+    fixture.add_argument("--out", type=Path, required=True)
+    fixture.set_defaults(func=handle_fixture)
