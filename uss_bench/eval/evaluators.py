@@ -33,5 +33,6 @@ def extra_metrics(method: Any, protocol: Any, train_set: Any, eval_set: Any, **k
 
     load_all()  # evaluators register at import, like everything else
     if name not in EVALUATORS:
-        raise KeyError(f"protocol {protocol.name!r} asks for evaluator {name!r}; known: {', '.join(sorted(EVALUATORS))}")
+        known = ", ".join(sorted(EVALUATORS))
+        raise KeyError(f"protocol {protocol.name!r} asks for evaluator {name!r}; known: {known}")
     return EVALUATORS[name](method, protocol, train_set, eval_set, **kwargs)

@@ -282,7 +282,8 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             predictions_out=figure_predictions, **eval_kwargs,
         )
         save_predictions(env.results_dir, spec.run_id, figure_predictions)
-        metrics.update(extra_metrics(method, protocol, train_set, eval_set, probes=probes, **eval_kwargs))  # hsg-knn, imagenet-s
+        # the protocol's extra evaluator, if any (hsg-knn segment vote, ImageNet-S matchings)
+        metrics.update(extra_metrics(method, protocol, train_set, eval_set, probes=probes, **eval_kwargs))
         if crf is not None:
             record["crf"] = crf.describe()
             crf.close()

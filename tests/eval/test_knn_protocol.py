@@ -1,0 +1,67 @@
+"""The hsg-knn protocol: segment-prototype memory bank + top-k majority vote."""
+
+import pytest
+import torch
+from torch import nn
+
+from uss_bench.eval.evaluators import extra_metrics
+from uss_bench.eval.knn_protocol import MemoryBank, evaluate_knn_segments, knn_vote, segment_majority_labels
+from uss_bench.registry import PROTOCOLS
+
+
+def test_segment_majority_drops_ignore_majorities():
+    segments = torch.tensor([0, 0, 0, 1, 1, 1, 2, -1])
+    labels = torch.tensor([2, 2, 1, -1, -1, 0, 1, 1])
+    # segment 0: two 2s; segment 1: ignore wins -> dropped; segment 2: class 1; segment 3: empty
+    assert segment_majority_labels(segments, labels, 4, 3).tolist() == [2, -1, 1, -1]
+
+
+def test_knn_vote_unweighted_majority_of_top_k():
+    bank = MemoryBank(torch.tensor([[1.0, 0.0], [0.9, 0.436], [0.8, 0.6], [0.0, 1.0]]), torch.tensor([0, 1, 1, 2]))
+    query = torch.tensor([[1.0, 0.0]])
+    assert knn_vote(query, bank, k=1, n_classes=3).tolist() == [0]
+    assert knn_vote(query, bank, k=3, n_classes=3).tolist() == [1]  # 0, 1, 1: the majority, not the nearest
+    assert knn_vote(query, bank, k=20, n_classes=3).tolist() == [1]  # k capped at the bank size
+    with pytest.raises(ValueError, match="memory bank is empty"):
+        knn_vote(query, MemoryBank(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)), 3, 3)
+
+
+class ColourMethod(nn.Module):
+    """Embeds a pixel by its red and green intensity."""
+
+    def embed(self, images):
+        return images[:, :2] + 1e-3
+
+
+def _scene(flip: bool, index: int) -> dict:
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    label = torch.full((4, 4), 2)
+    red = slice(2, 4) if flip else slice(0, 2)
+    image[0, :, red] = 255
+    image[1] = 255 - image[0]
+    label[:, red] = 1
+    return {"image": image, "label": label, "id": str(index), "index": index}
+
+
+def test_evaluate_knn_segments_end_to_end_counts_absent_classes_as_zero():
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_grid=(1, 2), kmeans_iterations=3,
+                                                       kmeans_location=False, knn_k=2)
+    train = [_scene(False, 0), _scene(True, 1)]
+    evaluation = [_scene(True, 0)]
+    out = evaluate_knn_segments(ColourMethod(), protocol, train, evaluation, ["bg", "red", "green"],
+                                torch.device("cpu"), batch_size=2)
+    knn = out["knn"]
+    assert knn["acc"] == pytest.approx(100.0)
+    assert knn["miou"] == pytest.approx(200.0 / 3)  # class "bg" is absent: IoU 0, not skipped
+    assert knn["memory_size"] == 4 and knn["n_pixels"] == 16
+    # no hierarchy hook: the k-means segments are the one level; background id 0 is absent here
+    assert out["nfcovering"] == {"segments": pytest.approx(100.0)}
+
+
+def test_protocol_is_registered_with_its_knn_fields():
+    protocol = PROTOCOLS.get("hsg-knn")
+    data = protocol.as_dict()
+    assert data["evaluator"] == "knn-segments" and data["knn_k"] == 20
+    assert data["miou_averaging"] == "absent_as_zero" and data["crf"] is False
+    assert protocol.with_overrides(knn_k=5).knn_k == 5
+    assert extra_metrics(None, PROTOCOLS.get("uss"), None, None) == {}

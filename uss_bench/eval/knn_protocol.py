@@ -1,0 +1,135 @@
+"""Segment-retrieval k-NN evaluation of SegSort/HSG (reference §3b), the ``knn-segments`` evaluator.
+
+1. Memory bank: every labelled training image is embedded, split into segments by per-image
+   spherical k-means (grid init, no over-segmentation at test time), and each segment becomes a
+   prototype (normalised mean embedding) labelled with the majority ground-truth label of its pixels;
+   segments whose majority is "ignore" are dropped.
+2. Each test segment takes the unweighted majority label of its top-k (20) cosine neighbours in
+   the bank; all its pixels get that label.
+3. mIoU over all classes with absent classes counted as 0 (HSG's benchmark_by_mIoU.py).
+Labels are used only here, by design of the protocol: the bank is built from train ground truth.
+The same pass also scores Normalized Foreground Covering of the method's hierarchical segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from uss_bench.data.base import collate
+from uss_bench.data.transforms import to_unit_float, upsample
+from uss_bench.eval.confusion import ConfusionAccumulator
+from uss_bench.eval.evaluators import register_evaluator
+from uss_bench.eval.matching import identity
+from uss_bench.eval.metrics import segmentation_metrics
+from uss_bench.eval.nfcovering import HierarchyCovering
+from uss_bench.eval.spherical_kmeans import kmeans_segments, segment_means
+
+
+@dataclass
+class MemoryBank:
+    prototypes: torch.Tensor  # [M, D] unit vectors
+    labels: torch.Tensor  # [M] class ids
+
+
+def segment_majority_labels(segments: torch.Tensor, labels: torch.Tensor, n_segments: int,
+                            n_classes: int) -> torch.Tensor:
+    """[N] segment ids, [N] GT (-1 ignore) -> [S] majority class, -1 where "ignore" wins or empty."""
+    gt = torch.where((labels >= 0) & (labels < n_classes), labels, torch.full_like(labels, n_classes))
+    keep = segments >= 0
+    counts = torch.zeros(n_segments, n_classes + 1, dtype=torch.long, device=segments.device)
+    counts.index_put_((segments[keep], gt[keep]), torch.ones_like(gt[keep]), accumulate=True)
+    winner = counts.argmax(dim=1)  # ties -> the smaller class id
+    return torch.where((winner == n_classes) | (counts.sum(1) == 0), torch.full_like(winner, -1), winner)
+
+
+def knn_vote(queries: torch.Tensor, bank: MemoryBank, k: int, n_classes: int) -> torch.Tensor:
+    """[Q, D] unit queries -> [Q] labels by unweighted majority of the top-k cosine neighbours."""
+    if bank.prototypes.shape[0] == 0:
+        raise ValueError("the k-NN memory bank is empty: no training segment has a labelled majority")
+    k = min(k, bank.prototypes.shape[0])
+    neighbours = (queries @ bank.prototypes.T).topk(k, dim=1).indices
+    votes = F.one_hot(bank.labels[neighbours], n_classes).sum(dim=1)
+    return votes.argmax(dim=1)  # ties -> the smaller class id
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(0))
+
+
+def _segments(method: Any, images: torch.Tensor, size: tuple[int, int],
+              protocol: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings [B, D, H, W] at label size and their k-means segments [B, H, W]."""
+    emb = F.normalize(upsample(method.embed(images).float(), size), dim=1)
+    segs = kmeans_segments(emb, tuple(protocol.kmeans_grid), protocol.kmeans_iterations, protocol.kmeans_location)
+    return emb, segs
+
+
+@torch.no_grad()
+def build_memory_bank(method: Any, dataset: Dataset, protocol: Any, n_classes: int, device: torch.device,
+                      batch_size: int = 16, num_workers: int = 0) -> MemoryBank:
+    protos, labels = [], []
+    for batch in _loader(dataset, batch_size, num_workers):
+        gt = batch["label"].to(device)
+        emb, segs = _segments(method, to_unit_float(batch["image"].to(device)), tuple(gt.shape[-2:]), protocol)
+        n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+        for b in range(emb.shape[0]):
+            flat = emb[b].flatten(1).T
+            seg = segs[b].reshape(-1)
+            present = torch.unique(seg[seg >= 0])
+            means = segment_means(flat, seg, n_seg)[present]
+            majority = segment_majority_labels(seg, gt[b].reshape(-1), n_seg, n_classes)[present]
+            keep = majority >= 0
+            protos.append(means[keep])
+            labels.append(majority[keep])
+    return MemoryBank(torch.cat(protos), torch.cat(labels))
+
+
+@register_evaluator("knn-segments")
+@torch.no_grad()
+def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_set: Dataset, class_names: list[str],
+                          device: torch.device, batch_size: int = 16, num_workers: int = 0,
+                          **_: Any) -> dict[str, Any]:
+    """Returns {"knn": {acc, miou, iou, n_pixels, memory_size}, "nfcovering": {level: percent}}."""
+    was_training = method.training
+    method.eval()
+    n_classes = len(class_names)
+    bank = build_memory_bank(method, train_set, protocol, n_classes, device, batch_size, num_workers)
+    confusion = ConfusionAccumulator(n_classes, n_classes)
+    covering: HierarchyCovering | None = None
+    n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+    for batch in _loader(eval_set, batch_size, num_workers):
+        gt = batch["label"]
+        images = to_unit_float(batch["image"].to(device))
+        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol)
+        pred = torch.full_like(segs, -1)
+        for b in range(emb.shape[0]):
+            seg = segs[b].reshape(-1)
+            present = torch.unique(seg[seg >= 0])
+            votes = knn_vote(segment_means(emb[b].flatten(1).T, seg, n_seg)[present], bank, protocol.knn_k, n_classes)
+            lookup = torch.full((n_seg,), -1, dtype=torch.long, device=seg.device)
+            lookup[present] = votes
+            pred[b] = lookup[segs[b].clamp(min=0)]
+        confusion.update(pred, gt)
+        levels = _hierarchy(method, images, segs)
+        if covering is None:
+            covering = HierarchyCovering([name for name, _ in levels], protocol.nfc_background, protocol.nfc_regions)
+        for b in range(gt.shape[0]):
+            covering.update([maps[b].cpu().numpy() for _, maps in levels], gt[b].numpy())
+    method.train(was_training)
+    metrics = segmentation_metrics(confusion.matrix, identity(confusion.matrix), "absent_as_zero").as_dict(class_names)
+    metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k)
+    return {"knn": metrics, "nfcovering": covering.result() if covering is not None else {}}
+
+
+def _hierarchy(method: Any, images: torch.Tensor, segments: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The method's hierarchical segmentations if it has them (HSG), else the k-means segments alone."""
+    hook = getattr(method, "hierarchical_segments", None)
+    levels = hook(images, segments) if hook is not None else None
+    return levels if levels else [("segments", segments)]
+

@@ -1,0 +1,1 @@
+"""HSG's parts: over-segmentations, multiview augmentation, segments, clustering transformers, losses."""

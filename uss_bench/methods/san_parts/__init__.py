@@ -1,0 +1,1 @@
+"""SAN's parts: pixel-wise encoder, semantic-wise generator, SEAT, consistency sustainer, losses."""
