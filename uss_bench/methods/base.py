@@ -16,6 +16,7 @@ Contract
 - ``param_groups() -> list[dict]``: ``{"params", "optimizer": "adam"|"adamw"|"sgd", "lr",
   "weight_decay", "clip"}``; one optimiser per group, as the official repos keep separate optimisers.
 - Optional hooks: ``on_train_start(train_set)``, ``on_epoch_start(epoch, loader_factory)``,
+  ``before_eval(train_set, protocol)`` (the runner calls it once before the final evaluation),
   ``cluster_logits(code_up) -> [B, K, H, W] | None``, ``load_official_checkpoint(path)``.
 """
 
@@ -75,10 +76,14 @@ class MethodAdapter(nn.Module):
         return []
 
     def on_train_start(self, train_set: torch.utils.data.Dataset) -> None:
-        """Called once before the first step (kNN tables, reference pools, ...)."""
+        """Called before the first step of every (re)start (kNN tables, reference pools, ...); state kept in
+        buffers is restored on resume, so the hook must skip work that is already done."""
 
     def on_epoch_start(self, epoch: int, loader_factory: Any) -> None:
         """Called at the start of every epoch (PiCIE's k-means)."""
+
+    def before_eval(self, train_set: torch.utils.data.Dataset, protocol: Any) -> None:
+        """Called by the runner once after training, before the final evaluation (PiCIE re-fits k-means)."""
 
     def cluster_logits(self, code: torch.Tensor) -> torch.Tensor | None:
         """Methods with their own cluster head return [B, K, H, W]; None means "use the cluster probe"."""
