@@ -170,3 +170,18 @@ def test_smoke_run_through_the_cli(tmp_path):
     assert record["protocol"]["eval_split"] == "train"
     assert record["train"]["n_eval_images"] == record["train"]["n_train_images"]  # transductive
     assert math.isfinite(record["train"]["last_losses"]["loss"])
+
+
+def test_potsdam_runs_get_the_ir_channel(tmp_path):
+    """The runner builds IIC's Potsdam datasets with channels=rgbir (card: input rgbir)."""
+    from uss_bench.cli import main
+    from uss_bench.data.fixtures import write_fixture
+    from uss_bench.methods.iic import IIC
+
+    assert IIC.dataset_options({"input": "rgbir"}) == {"channels": "rgbir"}
+    assert IIC.dataset_options({"input": "rgb_sobel"}) == {}
+    write_fixture("potsdam3", tmp_path / "data")
+    code = main(["run", "--methods", "iic", "--datasets", "potsdam3", "--preset", "smoke", "--random-init",
+                 "--executor", "inline", "--results", str(tmp_path / "r"), "--data-root", str(tmp_path / "data"),
+                 "--set", "protocol.crf=false", "train.batch_size=2", "train.steps=2"])
+    assert code == 0

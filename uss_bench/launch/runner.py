@@ -227,13 +227,14 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         seed_everything(spec.seed)
         device = env.torch_device()
         tcfg = config.train
+        data_options = METHODS.get(spec.method).dataset_options(config.hparams)
         train_set = build_dataset(
             spec.dataset, env.data_root, config.dataset_card.get("train_split", "train"),
-            SegTransform(tcfg["train_res"], "center", protocol.image_interpolation), spec.preset,
+            SegTransform(tcfg["train_res"], "center", protocol.image_interpolation), spec.preset, **data_options,
         )
         eval_set = build_dataset(
             spec.dataset, env.data_root, protocol.eval_split,
-            SegTransform(protocol.eval_res, protocol.crop, protocol.image_interpolation), spec.preset,
+            SegTransform(protocol.eval_res, protocol.crop, protocol.image_interpolation), spec.preset, **data_options,
         )
         steps_per_epoch = max(1, len(train_set) // tcfg["batch_size"])
         if tcfg.get("epochs"):

@@ -82,6 +82,11 @@ class MethodAdapter(nn.Module):
     def on_epoch_start(self, epoch: int, loader_factory: Any) -> None:
         """Called at the start of every epoch (PiCIE's k-means)."""
 
+    @classmethod
+    def dataset_options(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """Options for building the datasets of a run, e.g. IIC's ``{"channels": "rgbir"}`` on Potsdam."""
+        return {}
+
     def before_eval(self, train_set: torch.utils.data.Dataset, protocol: Any) -> None:
         """Called by the runner once after training, before the final evaluation (PiCIE re-fits k-means)."""
 

@@ -96,6 +96,11 @@ class IIC(MethodAdapter):
         self.head_b = ClusterHead(self.trunk.dim, int(k_b), subs)
         self.jitter = v2.ColorJitter(*[float(v) for v in self.hparam("jitter")])  # brightness, contrast, sat., hue
 
+    @classmethod
+    def dataset_options(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        # Potsdam's 4th (IR) channel is part of IIC's input there
+        return {"channels": "rgbir"} if hparams.get("input") == "rgbir" else {}
+
     # ---- features ---------------------------------------------------------------------------
     @property
     def embed_dim(self) -> int:
