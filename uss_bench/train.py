@@ -191,8 +191,8 @@ def train(
     )
     method.train()
     probes.train()
-    if start_step == 0:
-        method.on_train_start(train_set)
+    # Also on resume: the hook re-attaches the train set; work already done lives in buffers and is skipped.
+    method.on_train_start(train_set)
     progress = _progress(s.steps, start_step, label)
 
     def loader_factory() -> DataLoader:
