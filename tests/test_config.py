@@ -29,3 +29,24 @@ def test_published_config_matching_with_wildcards():
     assert published_config(card, "cocostuff27", "vit-s8")["hparams"]["a"] == 1
     assert published_config(card, "cocostuff15", "vit-b8")["hparams"]["a"] == 2
     assert published_config(card, "potsdam3", "vit-b8") is None
+
+
+def test_synthetic_sizes_never_leak_into_real_datasets():
+    synthetic = resolve(RunSpec("dino", "synthetic", "vit-s8"))
+    real = resolve(RunSpec("dino", "cocostuff27", "vit-s8"))
+    assert synthetic.train["steps"] == 300  # the card's `dataset: synthetic` config entry
+    assert real.train["steps"] == 500 and real.train["train_res"] == 224  # card defaults
+
+
+def test_every_card_resolves_on_synthetic_and_has_no_default_preset():
+    import yaml
+
+    from uss_bench.paths import cards_dir
+    from uss_bench.registry import METHODS
+
+    for name in METHODS.names():
+        card = yaml.safe_load((cards_dir("methods") / f"{name}.yaml").read_text())
+        assert "default" not in (card.get("presets") or {}), name
+        for preset in ("default", "smoke"):
+            cfg = resolve(RunSpec(name, "synthetic", card["default_backbone"], preset=preset))
+            assert cfg.train["batch_size"] >= 1

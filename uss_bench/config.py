@@ -89,9 +89,13 @@ def resolve(spec: RunSpec) -> RunConfig:
         for name in ("train", "probes", "hparams"):
             sections[name] = _merge(sections[name], entry.get(name))
         sources.append(f"published config {entry.get('dataset')}/{entry.get('backbone')}: {entry.get('source', '?')}")
-    preset = (card.get("presets") or {}).get(spec.preset)
+    presets = card.get("presets") or {}
+    if "default" in presets:  # it would silently change published settings on real datasets
+        raise ValueError(f"methods/{spec.method}.yaml: 'presets.default' is not allowed; put per-dataset sizes "
+                         "in a 'configs' entry (e.g. dataset: synthetic)")
+    preset = presets.get(spec.preset)
     if preset is None and spec.preset != "default":
-        known = ", ".join(["default", *sorted(card.get("presets") or {})])
+        known = ", ".join(["default", *sorted(presets)])
         raise ValueError(f"method {spec.method!r} has no preset {spec.preset!r}; known: {known}")
     for name in ("train", "probes", "hparams", "protocol"):
         sections[name] = _merge(sections[name], (preset or {}).get(name))
