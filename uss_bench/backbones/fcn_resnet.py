@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from uss_bench.backbones.vit import MissingWeightsError
+from uss_bench.backbones.weights import missing_weights
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from uss_bench.registry import BACKBONES
 
@@ -95,12 +96,8 @@ class FCNResNetSpec:
     def missing_weights(self, weights_dir: Path | None) -> str | None:
         if self.weights_file is None:
             return None
-        path = None if weights_dir is None else Path(weights_dir) / self.weights_file
-        if path is not None and path.is_file():
-            return None
-        where = path if path is not None else f"<weights-dir>/{self.weights_file} (no --weights-dir set)"
-        return (f"missing ImageNet weights for {self.name}: {where}; download {self.weights_url} into "
-                f"--weights-dir (or USS_BENCH_WEIGHTS), or use fcn-resnet50 (from scratch, as official HSG)")
+        return missing_weights("ImageNet", self.name, weights_dir, self.weights_file, self.weights_url,
+                               "or use fcn-resnet50 (from scratch, as official HSG)")
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False, output_stride: int = 16,
               test_output_stride: int = 8) -> FCNResNet50:

@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 from uss_bench.backbones.vit import MissingWeightsError
+from uss_bench.backbones.weights import missing_weights
 from uss_bench.registry import BACKBONES
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"
@@ -72,12 +73,8 @@ class ResNetFPNSpec:
         return TORCHVISION_URL + self.weights_file
 
     def missing_weights(self, weights_dir: Path | None) -> str | None:
-        path = None if weights_dir is None else Path(weights_dir) / self.weights_file
-        if path is not None and path.is_file():
-            return None
-        where = path if path is not None else f"<weights-dir>/{self.weights_file} (no --weights-dir set)"
-        return (f"missing ImageNet weights for {self.name}: {where}; download {self.weights_url} into "
-                f"--weights-dir (or USS_BENCH_WEIGHTS), or pass --random-init")
+        return missing_weights("ImageNet", self.name, weights_dir, self.weights_file, self.weights_url,
+                               "or pass --random-init")
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False, dim: int = 128) -> ResNetFPN:
         model = ResNetFPN(self.arch, dim)

@@ -14,6 +14,7 @@ import timm
 import torch
 from torch import nn
 
+from uss_bench.backbones.weights import missing_weights
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from uss_bench.registry import BACKBONES
 
@@ -41,14 +42,8 @@ class ViTSpec:
         return None if weights_dir is None else Path(weights_dir) / self.weights_file
 
     def missing_weights(self, weights_dir: Path | None) -> str | None:
-        path = self.weights_path(weights_dir)
-        if path is not None and path.is_file():
-            return None
-        where = f"{path}" if path is not None else f"<weights-dir>/{self.weights_file} (no --weights-dir set)"
-        return (
-            f"missing DINO weights for {self.name}: {where}; download {self.weights_url} into --weights-dir "
-            f"(or USS_BENCH_WEIGHTS), or pass --random-init for a smoke run"
-        )
+        return missing_weights("DINO", self.name, weights_dir, self.weights_file, self.weights_url,
+                               "or pass --random-init for a smoke run")
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False) -> DinoViT:
         return DinoViT(self, weights_dir=weights_dir, random_init=random_init)
