@@ -37,6 +37,7 @@ class ToyMethod(MethodAdapter):
         if self.crash_at is not None and step == self.crash_at:
             raise Crash(f"simulated preemption at step {step}")
         code = self.embed(batch["image"])
+        # torch.rand draws from the global RNG like a real method's sampling would: resume must restore it
         return {"loss": code.pow(2).mean() + torch.rand(()) * 0, "code": code}
 
     def param_groups(self):

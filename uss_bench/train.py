@@ -236,11 +236,13 @@ def train(
         (cluster_loss + linear_loss).backward()
         optimizers["cluster_probe"].step()
         optimizers["linear_probe"].step()
-        last_losses = {k: v.item() for k, v in out.items() if k != "code" and v is not None and torch.is_tensor(v)
-                       and v.numel() == 1}
-        last_losses.update(cluster_probe=cluster_loss.item(), linear_probe=linear_loss.item())
         done = step + 1
-        if done % s.log_every == 0 or done == s.steps:
+        log_now = done % s.log_every == 0 or done == s.steps
+        if log_now or progress is not None:  # .item() syncs the GPU: only when the values are shown
+            last_losses = {k: v.item() for k, v in out.items()
+                           if k != "code" and torch.is_tensor(v) and v.numel() == 1}
+            last_losses.update(cluster_probe=cluster_loss.item(), linear_probe=linear_loss.item())
+        if log_now:
             log.write(step=done, time_s=round(time.perf_counter() - t0, 3), **last_losses)
         if progress is not None:
             progress.update(1)
