@@ -15,7 +15,7 @@ import resource
 import pytest
 import torch
 
-from uss_bench.methods.iic_loss import iid_segmentation_loss
+from uss_bench.methods.iic.loss import iid_segmentation_loss
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

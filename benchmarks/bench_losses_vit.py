@@ -24,10 +24,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uss_bench.methods.heads import SegmentationHead
-from uss_bench.methods.losses.correspondence import PairWeights, correspondence_loss
-from uss_bench.methods.losses.hidden_positives import hidden_positive_loss, local_mix, neighbourhood_mask
-from uss_bench.methods.losses.proxy_anchor import Propagation, ppap_loss
+from uss_bench.methods.hp.loss import hidden_positive_loss, local_mix, neighbourhood_mask
+from uss_bench.methods.ppap.loss import Propagation, ppap_loss
+from uss_bench.methods.stego.head import SegmentationHead
+from uss_bench.methods.stego.loss import PairWeights, correspondence_loss
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

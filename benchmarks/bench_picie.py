@@ -1,4 +1,4 @@
-"""PiCIE's k-means (uss_bench/methods/kmeans.py): 1 M 128-d unit vectors, K = 27, 20 Lloyd rounds
+"""PiCIE's k-means (uss_bench/clustering/kmeans.py): 1 M 128-d unit vectors, K = 27, 20 Lloyd rounds
 (the official niter); and the streaming form (fit on N/2, then 10 update chunks of N/20).
 
 Peak memory: torch.cuda.max_memory_allocated on CUDA; on CPU the peak-RSS growth of a forked child.
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uss_bench.methods.kmeans import MiniBatchKMeans, lloyd
+from uss_bench.clustering.kmeans import MiniBatchKMeans, lloyd
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

@@ -19,7 +19,7 @@ from uss_bench.config import resolve
 from uss_bench.data.build import build_dataset
 from uss_bench.data.transforms import SegTransform
 from uss_bench.eval.probes import Probes
-from uss_bench.launch.runner import RunEnv, build_method, default_backbone
+from uss_bench.pipeline import RunEnv, build_method, default_backbone
 from uss_bench.registry import METHODS
 from uss_bench.spec import RunSpec
 from uss_bench.train import TrainSettings, train

@@ -10,7 +10,7 @@ import torch
 
 from uss_bench.config import resolve
 from uss_bench.eval.probes import Probes
-from uss_bench.launch.runner import RunEnv, build_method
+from uss_bench.pipeline import RunEnv, build_method
 from uss_bench.spec import RunSpec
 from uss_bench.train import TrainSettings, build_optimizers
 

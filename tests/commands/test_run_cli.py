@@ -37,7 +37,7 @@ def test_unknown_method_fails_before_running(tmp_path, capsys):
 
 
 def test_preflight_names_missing_weights(tmp_path):
-    from uss_bench.launch.runner import RunEnv, preflight
+    from uss_bench.pipeline import RunEnv, preflight
     from uss_bench.spec import RunSpec
 
     env = RunEnv(results_dir=tmp_path / "r", data_root=tmp_path / "d", weights_dir=tmp_path / "w")

@@ -3,7 +3,7 @@
 import pytest
 
 from uss_bench.launch.crf_stage import run_stage
-from uss_bench.launch.runner import RunEnv, execute_spec
+from uss_bench.pipeline import RunEnv, execute_spec
 from uss_bench.spec import RunSpec
 
 

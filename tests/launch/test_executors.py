@@ -10,7 +10,7 @@ from uss_bench.cli import main
 from uss_bench.launch import executors as ex
 from uss_bench.launch import manifest as mf
 from uss_bench.launch import profiles
-from uss_bench.launch.runner import RunEnv
+from uss_bench.pipeline import RunEnv
 from uss_bench.results.records import load_records, write_record
 from uss_bench.spec import RunSpec
 

@@ -18,7 +18,7 @@ import pytest
 from uss_bench.cli import main
 from uss_bench.launch import executors as ex
 from uss_bench.launch import manifest as mf
-from uss_bench.launch.runner import RunEnv
+from uss_bench.pipeline import RunEnv
 from uss_bench.results.records import load_record, load_records, write_record
 from uss_bench.spec import RunSpec
 
@@ -171,7 +171,7 @@ def test_missing_dataset_fails_before_any_job_is_queued(slurm_env, tmp_path: Pat
 
 def test_missing_weights_fail_before_any_job_is_queued(slurm_env, tmp_path: Path, capsys, monkeypatch):
     """Whatever preflight reports (here: weights) stops `run` before the executor is even chosen."""
-    import uss_bench.launch.runner as runner
+    import uss_bench.pipeline as runner
 
     missing = f"missing DINO weights: {tmp_path}/dino_deitsmall8_pretrain.pth (download it from ...)"
     monkeypatch.setattr(runner, "preflight", lambda specs, env: [missing])

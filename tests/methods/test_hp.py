@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.hp import HiddenPositives, lambda_ramp
-from uss_bench.methods.losses.hidden_positives import (
+from uss_bench.methods.hp.loss import (
     hidden_positive_loss,
     local_attention,
     local_mix,
@@ -15,6 +14,7 @@ from uss_bench.methods.losses.hidden_positives import (
     neighbourhood_mask,
     symmetric_positives,
 )
+from uss_bench.methods.hp.method import HiddenPositives, lambda_ramp
 from uss_bench.registry import BACKBONES
 
 # Four patches of one image on the unit circle, and a two-entry reference pool.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from uss_bench.methods.hsg_parts.losses import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
+from uss_bench.methods.hsg.loss import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
 
 
 def test_segsort_contrastive_hand_computed():

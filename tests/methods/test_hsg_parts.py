@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 from uss_bench.backbones.fcn_resnet import FCNResNet50
-from uss_bench.eval.spherical_kmeans import grid_labels, kmeans_segments, spherical_kmeans
-from uss_bench.methods.hsg_parts.oversegment import OverSegmenter, relabel
-from uss_bench.methods.hsg_parts.segments import build_segments, per_image_nodes
-from uss_bench.methods.hsg_parts.transformer import ClusteringTransformer, masked_mean_std, propagate
-from uss_bench.methods.hsg_parts.views import ViewAugment
+from uss_bench.clustering.spherical_kmeans import grid_labels, kmeans_segments, spherical_kmeans
+from uss_bench.methods.hsg.oversegment import OverSegmenter, relabel
+from uss_bench.methods.hsg.segments import build_segments, per_image_nodes
+from uss_bench.methods.hsg.transformer import ClusteringTransformer, masked_mean_std, propagate
+from uss_bench.methods.hsg.views import ViewAugment
 from uss_bench.registry import BACKBONES
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.iic import IIC, InputStage
-from uss_bench.methods.iic_loss import displaced_joints, iid_segmentation_loss
+from uss_bench.methods.iic.loss import displaced_joints, iid_segmentation_loss
+from uss_bench.methods.iic.method import IIC, InputStage
 from uss_bench.registry import load_all
 
 load_all()
@@ -176,7 +176,7 @@ def test_potsdam_runs_get_the_ir_channel(tmp_path):
     """The runner builds IIC's Potsdam datasets with channels=rgbir (card: input rgbir)."""
     from uss_bench.cli import main
     from uss_bench.data.fixtures import write_fixture
-    from uss_bench.methods.iic import IIC
+    from uss_bench.methods.iic.method import IIC
 
     assert IIC.dataset_options({"input": "rgbir"}) == {"channels": "rgbir"}
     assert IIC.dataset_options({"input": "rgb_sobel"}) == {}

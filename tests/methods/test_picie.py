@@ -8,8 +8,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from uss_bench.data.base import collate
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.picie import PiCIE, class_weights, weighted_ce
-from uss_bench.methods.picie_views import ViewSettings, geometric, geometric_params, photometric
+from uss_bench.methods.picie.loss import class_weights, weighted_ce
+from uss_bench.methods.picie.method import PiCIE
+from uss_bench.methods.picie.views import ViewSettings, geometric, geometric_params, photometric
 from uss_bench.paths import PROJECT_ROOT
 from uss_bench.registry import BACKBONES, PROTOCOLS, load_all
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.losses.proxy_anchor import Propagation, anchor_loss, ppap_loss, propagate
-from uss_bench.methods.ppap import ProxyAnchorPropagation
+from uss_bench.methods.ppap.loss import Propagation, anchor_loss, ppap_loss, propagate
+from uss_bench.methods.ppap.method import ProxyAnchorPropagation
 from uss_bench.registry import BACKBONES
 
 DEG = [0.0, 20.0, 40.0, 60.0, 90.0, 180.0]

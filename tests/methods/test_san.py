@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.san import SAN
-from uss_bench.methods.san_parts.losses import orthogonality_loss, reconstruction_losses, seat
-from uss_bench.methods.san_parts.networks import ReconstructionDecoder
+from uss_bench.methods.san.loss import orthogonality_loss, reconstruction_losses, seat
+from uss_bench.methods.san.method import SAN
+from uss_bench.methods.san.networks import ReconstructionDecoder
 
 A = math.exp(1 / math.sqrt(2))  # exp(q.s / sqrt(d)) for q = s_0 = e_0, d = 2
 

@@ -7,7 +7,7 @@ import torch
 
 from uss_bench.data.knn import MissingKnnError, knn_path, load_knn, nearest_neighbours, save_knn
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.losses.correspondence import (
+from uss_bench.methods.stego.loss import (
     PairWeights,
     center,
     correlation,
@@ -15,7 +15,7 @@ from uss_bench.methods.losses.correspondence import (
     derangement,
     pair_loss,
 )
-from uss_bench.methods.stego import Stego, knn_table_path
+from uss_bench.methods.stego.method import Stego, knn_table_path
 from uss_bench.registry import BACKBONES
 
 R = 1 / math.sqrt(2)

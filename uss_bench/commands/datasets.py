@@ -73,7 +73,7 @@ def handle_prepare(args: argparse.Namespace) -> int:
                 print(f"{args.name}: five-crop of {split} at ratio {args.ratio} -> {out}")
         else:
             from uss_bench.data.knn_precompute import precompute_knn
-            from uss_bench.launch.runner import RunEnv
+            from uss_bench.pipeline import RunEnv
 
             device = RunEnv(device=args.device).torch_device()
             spec = BACKBONES.get(args.backbone)

@@ -33,10 +33,10 @@ def evaluate_checkpoint(
     from uss_bench.eval.crf_kernel import CRFParams
     from uss_bench.eval.engine import evaluate
     from uss_bench.eval.probes import Probes
-    from uss_bench.launch.runner import environment
     from uss_bench.methods.base import MethodContext
-    from uss_bench.methods.checkpoints import import_checkpoint, infer_settings, read_official, sha256
+    from uss_bench.official_checkpoints import import_checkpoint, infer_settings, read_official, sha256
     from uss_bench.paths import load_card
+    from uss_bench.pipeline import environment
     from uss_bench.registry import BACKBONES, METHODS
     from uss_bench.results.records import write_record
     from uss_bench.spec import RunSpec

@@ -41,7 +41,7 @@ def add_env_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_env(args: argparse.Namespace):
-    from uss_bench.launch.runner import RunEnv
+    from uss_bench.pipeline import RunEnv
 
     return RunEnv(
         results_dir=args.results,
@@ -57,7 +57,7 @@ def make_env(args: argparse.Namespace):
 
 
 def handle(args: argparse.Namespace) -> int:
-    from uss_bench.launch.runner import expand_specs, preflight, run_inline
+    from uss_bench.pipeline import expand_specs, preflight, run_inline
     from uss_bench.registry import UnknownNameError
     from uss_bench.results.summary import records_table
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from uss_bench.clustering.spherical_kmeans import kmeans_segments, segment_means
 from uss_bench.data.base import collate
 from uss_bench.data.transforms import to_unit_float, upsample
 from uss_bench.eval.confusion import ConfusionAccumulator
@@ -27,7 +28,6 @@ from uss_bench.eval.evaluators import register_evaluator
 from uss_bench.eval.matching import identity
 from uss_bench.eval.metrics import segmentation_metrics
 from uss_bench.eval.nfcovering import HierarchyCovering
-from uss_bench.eval.spherical_kmeans import kmeans_segments, segment_means
 
 
 @dataclass

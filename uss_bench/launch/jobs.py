@@ -16,7 +16,7 @@ class SpecJob:
     """Run one spec in this process; returns a small summary (the record itself is on disk)."""
 
     def __call__(self, spec: Any, env: Any) -> dict[str, Any]:
-        from uss_bench.launch.runner import execute_spec
+        from uss_bench.pipeline import execute_spec
 
         record = execute_spec(spec, env)
         return {"run_id": record.get("run_id", spec.run_id), "status": record.get("status")}

@@ -7,7 +7,7 @@ import torch
 
 from uss_bench.eval.probes import Probes
 from uss_bench.methods.base import MethodContext
-from uss_bench.methods.checkpoints import (
+from uss_bench.official_checkpoints import (
     CheckpointMismatchError,
     find_checkpoint,
     import_checkpoint,

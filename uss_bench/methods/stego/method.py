@@ -4,7 +4,7 @@ A frozen DINO ViT gives features f. A small head (a linear 1x1 branch plus a 1x1
 Dropout2d(0.1) features, dim 70) gives the code s. The head is trained so that code correlations
 follow feature correlations: for self pairs, kNN pairs (one of the 7 nearest images, never itself)
 and random pairs, -max(S, 0) * (F - b), with the official pointwise centring of F
-(:mod:`uss_bench.methods.losses.correspondence`).
+(:mod:`uss_bench.methods.stego.loss`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from uss_bench.data.knn import MissingKnnError, compute_knn, knn_path, load_knn
 from uss_bench.data.layout import crop_split
 from uss_bench.data.transforms import to_unit_float
 from uss_bench.methods.base import MethodAdapter
-from uss_bench.methods.heads import SegmentationHead
-from uss_bench.methods.losses.correspondence import PairWeights, correspondence_loss
+from uss_bench.methods.stego.head import SegmentationHead
+from uss_bench.methods.stego.loss import PairWeights, correspondence_loss
 from uss_bench.paths import load_card
 from uss_bench.registry import METHODS
 
@@ -120,7 +120,7 @@ class Stego(MethodAdapter):
                  "lr": float(self.hparams.get("lr", 5e-4)), "weight_decay": 0.0, "clip": True}]
 
     def load_official_checkpoint(self, path: Path) -> dict[str, Any]:
-        from uss_bench.methods.checkpoints import load_official
+        from uss_bench.official_checkpoints import load_official
 
         return load_official(self, path)
 

@@ -24,13 +24,13 @@ from torchvision.transforms import v2
 from uss_bench.data.base import collate
 from uss_bench.data.transforms import to_unit_float
 from uss_bench.methods.base import MethodAdapter
-from uss_bench.methods.heads import SegmentationHead, ema_update
-from uss_bench.methods.losses.hidden_positives import (
+from uss_bench.methods.hp.loss import (
     hidden_positive_loss,
     local_attention,
     local_mix,
     photometric_consistency,
 )
+from uss_bench.methods.stego.head import SegmentationHead, ema_update
 from uss_bench.registry import METHODS
 
 
@@ -173,6 +173,6 @@ class HiddenPositives(MethodAdapter):
         ]
 
     def load_official_checkpoint(self, path: Path) -> dict[str, Any]:
-        from uss_bench.methods.checkpoints import load_official
+        from uss_bench.official_checkpoints import load_official
 
         return load_official(self, path)

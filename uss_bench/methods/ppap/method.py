@@ -5,7 +5,7 @@ Two streams on one frozen DINO ViT. The guidance stream is the frozen network: i
 trainable copy of the last block, run on the frozen block-11 tokens and followed by the frozen final
 norm; its output is the segmentation code (dim = D), and a linear projection of it is the contrastive
 embedding z. Positives come from proxy-anchor propagation; samples in each anchor's ambiguous zone
-are left out of the negatives (:mod:`uss_bench.methods.losses.proxy_anchor`).
+are left out of the negatives (:mod:`uss_bench.methods.ppap.loss`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uss_bench.methods.base import MethodAdapter
-from uss_bench.methods.losses.proxy_anchor import Propagation, ppap_loss
+from uss_bench.methods.ppap.loss import Propagation, ppap_loss
 from uss_bench.registry import METHODS
 
 
@@ -75,6 +75,6 @@ class ProxyAnchorPropagation(MethodAdapter):
                  "weight_decay": float(self.hparams.get("weight_decay", 0.0)), "clip": True}]
 
     def load_official_checkpoint(self, path: Path) -> dict[str, Any]:
-        from uss_bench.methods.checkpoints import load_official
+        from uss_bench.official_checkpoints import load_official
 
         return load_official(self, path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from uss_bench.eval.spherical_kmeans import kmeans_segments, segment_means
+from uss_bench.clustering.spherical_kmeans import kmeans_segments, segment_means
 
 
 @dataclass

@@ -28,11 +28,11 @@ from torch import nn
 
 from uss_bench.data.transforms import upsample
 from uss_bench.methods.base import MethodAdapter, MethodContext
-from uss_bench.methods.hsg_parts.losses import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
-from uss_bench.methods.hsg_parts.oversegment import OverSegmenter
-from uss_bench.methods.hsg_parts.segments import Segments, build_segments, per_image_nodes
-from uss_bench.methods.hsg_parts.transformer import ClusteringTransformer, ClusterOutput, propagate
-from uss_bench.methods.hsg_parts.views import ViewAugment
+from uss_bench.methods.hsg.loss import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
+from uss_bench.methods.hsg.oversegment import OverSegmenter
+from uss_bench.methods.hsg.segments import Segments, build_segments, per_image_nodes
+from uss_bench.methods.hsg.transformer import ClusteringTransformer, ClusterOutput, propagate
+from uss_bench.methods.hsg.views import ViewAugment
 from uss_bench.registry import BACKBONES, METHODS
 
 

@@ -8,7 +8,7 @@
    softmax, bilinearly upsampled to the input size: head A over-clusters (K_A), head B has K_B =
    number of classes. Each head may have several sub-heads; the loss averages over them.
 4. Objective. The uncollapsed IID loss over a (2d+1)^2 window of displacements between phi(img1) and
-   the un-flipped phi(img2) (uss_bench/methods/iic_loss.py), with a lambda weighting of the marginals.
+   the un-flipped phi(img2) (uss_bench/methods/iic/loss.py), with a lambda weighting of the marginals.
 5. Schedule. Heads alternate per pass over the data: B then A (A then B with ``head_A_first``).
 Evaluation: argmax of head B (sub-head ``eval_sub_head``) via the ``cluster_logits`` hook; the probes
 see the trunk features.
@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from uss_bench.methods.base import MethodAdapter, MethodContext
-from uss_bench.methods.iic_loss import iid_segmentation_loss
+from uss_bench.methods.iic.loss import iid_segmentation_loss
 from uss_bench.registry import BACKBONES, METHODS
 
 SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))

@@ -2,8 +2,8 @@
 janghyuncho/PiCIE).
 
 1. Features. ResNet-18 + simplified FPN (``resnet18-fpn``): 128-d at stride 4, L2-normalised per pixel.
-   View 1: z1 = f(G(P1 x)); view 2: z2 = G(f(P2 x)) (uss_bench/methods/picie_views.py).
-2. Every epoch, mini-batch k-means (uss_bench/methods/kmeans.py) on the pixel features of each view
+   View 1: z1 = f(G(P1 x)); view 2: z2 = G(f(P2 x)) (uss_bench/methods/picie/views.py).
+2. Every epoch, mini-batch k-means (uss_bench/clustering/kmeans.py) on the pixel features of each view
    separately gives centroids mu1, mu2; every pixel's pseudo-label is its nearest centroid; the class
    weight of each view is its cluster frequency over the epoch (proportional, not inverse: issue #28).
 3. Classifier: the frozen centroids as a 1x1 conv, logit_k = <z, mu_k>.
@@ -22,30 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from uss_bench.clustering.kmeans import MiniBatchKMeans, assign
 from uss_bench.data.base import collate
 from uss_bench.data.transforms import normalize, to_unit_float
 from uss_bench.methods.base import MethodAdapter, MethodContext
-from uss_bench.methods.kmeans import MiniBatchKMeans, assign
-from uss_bench.methods.picie_views import ViewSettings, geometric, geometric_params, photometric
+from uss_bench.methods.picie.loss import class_weights, weighted_ce
+from uss_bench.methods.picie.views import ViewSettings, geometric, geometric_params, photometric
 from uss_bench.registry import BACKBONES, METHODS
-
-
-def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """PyTorch's weighted mean CE, as the official criterion: sum_i w_yi nll_i / sum_i w_yi."""
-    return F.cross_entropy(logits, labels, weight=weight)
-
-
-def class_weights(counts: torch.Tensor, rule: str) -> torch.Tensor:
-    """``proportional`` (official: w_k = n_k / sum n), ``inverse`` (w_k ~ 1/n_k) or ``none``."""
-    counts = counts.double()
-    if rule == "proportional":
-        return (counts / counts.sum()).float()
-    if rule == "inverse":
-        inv = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
-        return (inv / inv.sum()).float()
-    if rule == "none":
-        return torch.ones_like(counts).float()
-    raise ValueError(f"picie: class_weights must be proportional, inverse or none, got {rule!r}")
 
 
 @METHODS.register("picie")

@@ -22,8 +22,8 @@ from torch import nn
 
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from uss_bench.methods.base import MethodAdapter, MethodContext
-from uss_bench.methods.san_parts.losses import attention_logits, orthogonality_loss, reconstruction_losses, seat
-from uss_bench.methods.san_parts.networks import PixelEncoder, ReconstructionDecoder, SemanticGenerator
+from uss_bench.methods.san.loss import attention_logits, orthogonality_loss, reconstruction_losses, seat
+from uss_bench.methods.san.networks import PixelEncoder, ReconstructionDecoder, SemanticGenerator
 from uss_bench.registry import BACKBONES, METHODS
 
 

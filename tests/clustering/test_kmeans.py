@@ -2,7 +2,7 @@ import pytest
 import torch
 from scipy.cluster.vq import kmeans2
 
-from uss_bench.methods.kmeans import MiniBatchKMeans, assign, lloyd, sq_distances
+from uss_bench.clustering.kmeans import MiniBatchKMeans, assign, lloyd, sq_distances
 
 CENTRES = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], dtype=torch.float64)
 

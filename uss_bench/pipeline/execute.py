@@ -1,4 +1,4 @@
-"""From a selection to finished records: expand the grid, check inputs, run one spec end to end.
+"""One run end to end: build the method, train, evaluate, write the record.
 
 ``execute_spec`` is the module-level function every executor runs (inline, or pickled with its
 small RunSpec + RunEnv into a submitit job). It resumes from the run's last checkpoint, writes the
@@ -13,7 +13,6 @@ import platform
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,120 +20,23 @@ import torch
 
 import uss_bench
 from uss_bench.config import RunConfig, resolve
-from uss_bench.data.build import build_dataset, dataset_problems
+from uss_bench.data.build import build_dataset
 from uss_bench.data.transforms import SegTransform
 from uss_bench.eval.crf import CRFRunner
 from uss_bench.eval.crf_kernel import CRFParams
 from uss_bench.eval.engine import evaluate
 from uss_bench.eval.evaluators import extra_metrics
+from uss_bench.eval.logits_store import writer_for_run
 from uss_bench.eval.probes import Probes
 from uss_bench.methods.base import MethodAdapter, MethodContext
-from uss_bench.paths import PROJECT_ROOT, default_data_root, default_results_dir, default_weights_dir
-from uss_bench.registry import BACKBONES, DATASETS, METHODS, PROTOCOLS
+from uss_bench.paths import PROJECT_ROOT
+from uss_bench.pipeline.env import RunEnv
+from uss_bench.registry import BACKBONES, METHODS
 from uss_bench.results.records import load_record, write_record
 from uss_bench.spec import RunSpec
 from uss_bench.train import TrainSettings, seed_everything, train
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunEnv:
-    """Machine-local settings: not part of a run's identity."""
-
-    results_dir: Path = field(default_factory=default_results_dir)
-    data_root: Path = field(default_factory=default_data_root)
-    weights_dir: Path | None = field(default_factory=default_weights_dir)
-    device: str = "auto"
-    num_workers: int = 0
-    checkpoint_every: int = 200
-    crf_workers: int = 0
-    defer_crf: bool = False  # save logits; the CRF runs later as a CPU stage (launch/crf_stage.py)
-    force: bool = False
-
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-
-def default_backbone(method: str) -> str:
-    from uss_bench.paths import load_card
-
-    return load_card("methods", method).get("default_backbone", "vit-s8")
-
-
-def expand_specs(
-    methods: str,
-    datasets: str,
-    backbones: str | None = None,
-    seeds: list[int] | None = None,
-    protocol: str | None = None,
-    preset: str = "default",
-    random_init: bool | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> list[RunSpec]:
-    """The grid methods x datasets x backbones x seeds; every name is checked before anything runs."""
-    method_names = METHODS.select(methods)
-    dataset_names = DATASETS.select(datasets)
-    backbone_names = BACKBONES.select(backbones) if backbones else None
-    if protocol is not None:
-        PROTOCOLS.get(protocol)
-    specs = []
-    for method in method_names:
-        cls = METHODS.get(method)
-        for dataset in dataset_names:
-            for backbone in backbone_names or [default_backbone(method)]:
-                if backbone not in cls.supported_backbones:
-                    if backbone_names is not None and len(backbone_names) > 1:
-                        continue  # a wildcard over backbones keeps only those the method supports
-                    raise ValueError(
-                        f"method {method!r} does not run on backbone {backbone!r}; "
-                        f"supported: {', '.join(cls.supported_backbones)}"
-                    )
-                for seed in seeds or [0]:
-                    use_random = random_init if random_init is not None else _random_by_default(dataset)
-                    specs.append(
-                        RunSpec(
-                            method=method,
-                            dataset=dataset,
-                            backbone=backbone,
-                            seed=seed,
-                            protocol=protocol or "uss",
-                            preset=preset,
-                            random_init=use_random,
-                            overrides=dict(overrides or {}),
-                        )
-                    )
-    return specs
-
-
-def _random_by_default(dataset: str) -> bool:
-    """Only the synthetic benchmark defaults to random-init backbones; real data never silently does."""
-    from uss_bench.paths import load_card
-
-    return load_card("datasets", dataset).get("backbone_default") == "random-init"
-
-
-def preflight(specs: list[RunSpec], env: RunEnv) -> list[str]:
-    """Every missing dataset file and weights file, one line each, before anything is submitted."""
-    problems: list[str] = []
-    seen: set[tuple] = set()
-    for spec in specs:
-        key = ("data", spec.dataset, spec.preset)
-        if key not in seen:
-            seen.add(key)
-            card = resolve(spec)
-            splits = (card.dataset_card.get("train_split", "train"), card.protocol.eval_split)
-            problems += dataset_problems(spec.dataset, env.data_root, tuple(dict.fromkeys(splits)), spec.preset)
-        key = ("weights", spec.backbone, spec.random_init)
-        if key not in seen and not spec.random_init:
-            seen.add(key)
-            checker = getattr(BACKBONES.get(spec.backbone), "missing_weights", None)
-            message = checker(env.weights_dir) if checker else None
-            if message:
-                problems.append(message)
-    return problems
 
 
 def build_method(config: RunConfig, env: RunEnv, n_classes: int, steps_per_epoch: int) -> MethodAdapter:
@@ -274,8 +176,6 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         method.before_eval(train_set, protocol)  # e.g. PiCIE re-fits its k-means on the train images
         sink = None
         if protocol.crf and env.defer_crf:
-            from uss_bench.launch.crf_stage import writer_for_run
-
             sink = writer_for_run(env.results_dir, spec.run_id, protocol, train_set.classes)
         figure_predictions = {str(i): None for i in config.dataset_card.get("figure_ids", [])}
         metrics = evaluate(

@@ -1,0 +1,1 @@
+"""Clustering utilities shared by several methods and protocols (k-means, spherical k-means)."""

@@ -1,1 +1,0 @@
-"""HSG's parts: over-segmentations, multiview augmentation, segments, clustering transformers, losses."""

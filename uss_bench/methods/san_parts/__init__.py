@@ -1,1 +1,0 @@
-"""SAN's parts: pixel-wise encoder, semantic-wise generator, SEAT, consistency sustainer, losses."""

@@ -1,0 +1,30 @@
+"""Every check that can fail a run, done before any work: missing data and weights, one line each."""
+
+from __future__ import annotations
+
+from uss_bench.config import resolve
+from uss_bench.data.build import dataset_problems
+from uss_bench.pipeline.env import RunEnv
+from uss_bench.registry import BACKBONES
+from uss_bench.spec import RunSpec
+
+
+def preflight(specs: list[RunSpec], env: RunEnv) -> list[str]:
+    """Every missing dataset file and weights file, one line each, before anything is submitted."""
+    problems: list[str] = []
+    seen: set[tuple] = set()
+    for spec in specs:
+        key = ("data", spec.dataset, spec.preset)
+        if key not in seen:
+            seen.add(key)
+            card = resolve(spec)
+            splits = (card.dataset_card.get("train_split", "train"), card.protocol.eval_split)
+            problems += dataset_problems(spec.dataset, env.data_root, tuple(dict.fromkeys(splits)), spec.preset)
+        key = ("weights", spec.backbone, spec.random_init)
+        if key not in seen and not spec.random_init:
+            seen.add(key)
+            checker = getattr(BACKBONES.get(spec.backbone), "missing_weights", None)
+            message = checker(env.weights_dir) if checker else None
+            if message:
+                problems.append(message)
+    return problems
