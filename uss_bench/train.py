@@ -62,6 +62,19 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.total_steps - self.start_step
 
 
+def epoch_pass_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The train split's order for the per-epoch passes of ``epoch``: a seeded permutation, new every
+    epoch (PiCIE reshuffles its train set at each epoch start), independent of the step sampler's."""
+    return np.random.default_rng([seed, epoch, 0x9C1E]).permutation(n).tolist()
+
+
+def epoch_pass_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int, epoch: int) -> DataLoader:
+    """One pass over the train split in ``epoch_pass_order`` (PiCIE's k-means and label passes; every
+    pass of one epoch sees the same order, as the official code's do). Labels stay unused."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=epoch_pass_order(len(dataset), seed, epoch),
+                      num_workers=num_workers, collate_fn=collate, generator=torch.Generator().manual_seed(seed))
+
+
 @dataclass
 class TrainSettings:
     steps: int
@@ -195,10 +208,6 @@ def train(
     method.on_train_start(train_set)
     progress = _progress(s.steps, start_step, label)
 
-    def loader_factory() -> DataLoader:
-        # For per-epoch passes over the train split (PiCIE's k-means): fixed order, no labels used.
-        return DataLoader(train_set, batch_size=s.batch_size, shuffle=False, num_workers=s.num_workers,
-                          collate_fn=collate, generator=torch.Generator().manual_seed(s.seed))
 
     clip_params = [p for g in method.param_groups() if g.get("clip", True) for p in g["params"] if p.requires_grad]
     last_losses: dict[str, float] = {}
@@ -206,7 +215,9 @@ def train(
     step = start_step
     for step, batch in enumerate(loader, start=start_step):
         if step % sampler.steps_per_epoch == 0:
-            method.on_epoch_start(step // sampler.steps_per_epoch, loader_factory)
+            epoch = step // sampler.steps_per_epoch
+            method.on_epoch_start(epoch, lambda e=epoch: epoch_pass_loader(train_set, s.batch_size, s.num_workers,
+                                                                           s.seed, e))
         images = to_unit_float(batch["image"].to(device, non_blocking=True))
         labels = batch["label"].to(device, non_blocking=True)
         method_batch = {"image": images, "id": batch["id"], "index": batch["index"]}  # never the labels
