@@ -111,7 +111,7 @@ def resolve(spec: RunSpec) -> RunConfig:
     _apply_overrides(sections, spec.overrides)
     if spec.overrides:
         sources.append(f"overrides {sorted(spec.overrides)}")
-    protocol = PROTOCOLS.get(spec.protocol).with_overrides(**sections["protocol"])
+    protocol = PROTOCOLS.get(spec.protocol).for_dataset(spec.dataset).with_overrides(**sections["protocol"])
     return RunConfig(
         spec=spec,
         card=card,

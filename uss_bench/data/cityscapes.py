@@ -28,8 +28,6 @@ LAST_CLASS_ID = 33  # bicycle
 # cityscapesScripts labels.py: labelId -> trainId (255 = ignore in evaluation)
 LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
                   26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-# Composite splits of PiCIE's Cityscapes protocol (reference Q6): train on test + train_extra, score train + val.
-COMPOSITE = {"picie_train": ("test", "train_extra"), "picie_eval": ("val", "train")}
 
 
 class Cityscapes(RealDataset):
@@ -49,8 +47,6 @@ class Cityscapes(RealDataset):
         return self.label_suffix
 
     def list_base_items(self, split: str) -> list[Item]:
-        if split in COMPOSITE:
-            return [item for part in COMPOSITE[split] for item in self.list_base_items(part)]
         image_root = self.dataset_dir() / "leftImg8bit" / split
         if not image_root.is_dir():
             raise DatasetError(f"missing image directory: {image_root}; unzip leftImg8bit for split {split!r}")

@@ -71,8 +71,9 @@ COCO_LISTS = {  # list file -> (train ids, val ids)
     "Coco164kFull_Stuff_Coarse_7.txt": (COCO_TRAIN[:3], COCO_VAL),
     "Coco164kFew_Stuff_6.txt": (COCO_TRAIN[1:3], COCO_VAL),
 }
-COCO_COUNTS = {"cocostuff27": {"train": 4, "val": 2}, "cocostuff15": {"train": 3, "val": 2},
-               "cocostuff3": {"train": 2, "val": 2}}
+COCO_COUNTS = {"cocostuff27": {"train": 4, "val": 2, "train+val": 6},
+               "cocostuff15": {"train": 3, "val": 2, "train+val": 5},
+               "cocostuff3": {"train": 2, "val": 2, "train+val": 4}}
 # fine ids: person (thing), sky-other, grass (plant), road (ground), wall-concrete, unlabelled
 COCO_VALUES = [0, 156, 123, 148, 171, 255]
 
@@ -94,6 +95,8 @@ def _coco(out: Path) -> None:
 # ---- Cityscapes ------------------------------------------------------------------------------------
 CITY_FILES = {"train": ["aachen_000000_000019", "aachen_000001_000019", "bochum_000000_000313"],
               "val": ["frankfurt_000000_000294", "lindau_000000_000019"]}
+# unlabelled splits PiCIE trains on (leftImg8bit only)
+CITY_UNLABELLED = {"test": ["berlin_000000_000019", "bonn_000000_000019"], "train_extra": ["augsburg_000000_000000"]}
 # labelIds: unlabeled 0, ground 6, road 7, building 11, vegetation 21, sky 23, car 26, bicycle 33
 CITY_VALUES = [0, 6, 7, 11, 21, 23, 26, 33]
 
@@ -107,12 +110,18 @@ def _cityscapes(out: Path) -> None:
             label = _label_map(rng, 24, 48, CITY_VALUES)
             _save_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _image_for(label, rng))
             _save_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label.astype(np.uint8))
+    for split, stems in CITY_UNLABELLED.items():
+        for stem in stems:
+            rng = _rng("cityscapes", stem)
+            image = _image_for(_label_map(rng, 24, 48, CITY_VALUES), rng)
+            _save_png(root / "leftImg8bit" / split / stem.split("_")[0] / f"{stem}_leftImg8bit.png", image)
 
 
 # ---- Potsdam ---------------------------------------------------------------------------------------
 POTSDAM_LISTS = {"labelled_train.txt": ["5", "2", "7"], "labelled_test.txt": ["0", "4"],
                  "unlabelled_train.txt": ["1", "3"]}
-POTSDAM_COUNTS = {"train": 3, "val": 2, "train+val": 5, "unlabelled_train": 2, "all": 7}
+POTSDAM_COUNTS = {"train": 3, "val": 2, "train+val": 5, "unlabelled_train": 2, "unlabelled_train+train+val": 7,
+                  "all": 7}
 
 
 def _potsdam(out: Path) -> None:
@@ -189,7 +198,8 @@ def _kitti_step(out: Path) -> None:
 
 WRITERS: dict[str, tuple[Callable[[Path], None], dict[str, int]]] = {
     **{name: (_coco, counts) for name, counts in COCO_COUNTS.items()},
-    "cityscapes27": (_cityscapes, {"train": 3, "val": 2, "picie_eval": 5}),
+    "cityscapes27": (_cityscapes, {"train": 3, "val": 2, "test": 2, "train_extra": 1, "picie_train": 3,
+                                   "picie_eval": 5}),
     "cityscapes19": (_cityscapes, {"train": 3, "val": 2}),
     "potsdam": (_potsdam, POTSDAM_COUNTS),
     "potsdam3": (_potsdam, POTSDAM_COUNTS),

@@ -5,6 +5,10 @@ Every real family reads the files exactly as the official repos left them (mostl
 ``read_image(item)``, ``read_raw_label(item)`` (the values as stored on disk, or None for unlabelled
 images) and ``map_label(raw)`` (raw -> 0..n_classes-1 / -1), plus ``raw_valid(raw)`` for ``datasets check``.
 
+A card split with ``union: [a, b, ...]`` lists the items of those splits in that order, each part
+read with its own ``labelled`` flag (IIC scores curated train2017 + val2017, Potsdam labelled_train +
+labelled_test, and trains on unlabelled_train + both).
+
 Five-crop splits (``<split>_five_crop_<ratio>``) are the files STEGO's ``crop_datasets.py`` writes,
 read from either place the official repos put them: ``<root>/cropped/`` (STEGO) or
 ``<dataset dir>/cropped/`` (HP/PPAP, whose ``data_path`` is the dataset directory itself).
@@ -132,9 +136,15 @@ class RealDataset(SegDataset):
         return count
 
     def is_labelled(self, split: str) -> bool:
+        parts = self.split_spec(split).get("union")
+        if parts:
+            return any(self.is_labelled(part) for part in parts)
         return self.split_spec(split).get("labelled", True)
 
     def list_items(self, split: str) -> list[Item]:
+        parts = self.split_spec(split).get("union")
+        if parts:  # a split the card declares as the concatenation of other splits (IIC: train+val)
+            return [item for part in parts for item in self.list_items(part)]
         parsed = crop_split(split)
         if parsed is None:
             return self.list_base_items(split)

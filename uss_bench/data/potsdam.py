@@ -22,7 +22,6 @@ from uss_bench.registry import DATASETS
 SPLIT_FILES = {
     "train": ["labelled_train.txt"],
     "val": ["labelled_test.txt"],
-    "train+val": ["labelled_train.txt", "labelled_test.txt"],
     "unlabelled_train": ["unlabelled_train.txt"],
     "all": ["all.txt"],
 }

@@ -16,6 +16,10 @@ class Protocol:
     name: str
     description: str
     eval_split: str = "val"
+    train_split: str | None = None  # None: the dataset card's train_split
+    # Per dataset, the splits the method's own code trains on and scores where they differ from the
+    # fields above: {dataset: {"train": split, "eval": split}}; applied by `for_dataset`.
+    dataset_splits: dict[str, dict[str, str]] = field(default_factory=dict)
     eval_res: int = 320
     crop: str = "center"  # "center" (shorter side -> res, centre crop) or "none" (squash)
     image_interpolation: str = "nearest"  # STEGO/HP/PPAP resize images with NEAREST (reference §0.1)
@@ -33,6 +37,15 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.checkpoint_selection not in SELECTION_RULES:
             raise ValueError(f"checkpoint_selection must be one of {SELECTION_RULES}")
+
+    def for_dataset(self, dataset: str) -> Protocol:
+        """This protocol with ``train_split``/``eval_split`` set for ``dataset`` from ``dataset_splits``."""
+        splits = self.dataset_splits.get(dataset, {})
+        unknown = set(splits) - {"train", "eval"}
+        if unknown:
+            raise ValueError(f"protocol {self.name}: dataset_splits[{dataset!r}] has unknown role(s) {sorted(unknown)}")
+        return replace(self, train_split=splits.get("train", self.train_split),
+                       eval_split=splits.get("eval", self.eval_split))
 
     def with_overrides(self, **changes: Any) -> Protocol:
         unknown = set(changes) - set(self.as_dict())

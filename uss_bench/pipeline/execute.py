@@ -131,7 +131,7 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         tcfg = config.train
         data_options = METHODS.get(spec.method).dataset_options(config.hparams)
         train_set = build_dataset(
-            spec.dataset, env.data_root, config.dataset_card.get("train_split", "train"),
+            spec.dataset, env.data_root, protocol.train_split or config.dataset_card.get("train_split", "train"),
             SegTransform(tcfg["train_res"], "center", protocol.image_interpolation), spec.preset, **data_options,
         )
         eval_set = build_dataset(

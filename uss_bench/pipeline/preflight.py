@@ -14,12 +14,14 @@ def preflight(specs: list[RunSpec], env: RunEnv) -> list[str]:
     problems: list[str] = []
     seen: set[tuple] = set()
     for spec in specs:
-        key = ("data", spec.dataset, spec.preset)
+        key = ("data", spec.dataset, spec.preset, spec.protocol)  # protocols may read other splits
         if key not in seen:
             seen.add(key)
             card = resolve(spec)
-            splits = (card.dataset_card.get("train_split", "train"), card.protocol.eval_split)
-            problems += dataset_problems(spec.dataset, env.data_root, tuple(dict.fromkeys(splits)), spec.preset)
+            train_split = card.protocol.train_split or card.dataset_card.get("train_split", "train")
+            splits = (train_split, card.protocol.eval_split)
+            found = dataset_problems(spec.dataset, env.data_root, tuple(dict.fromkeys(splits)), spec.preset)
+            problems += [line for line in found if line not in problems]
         key = ("weights", spec.backbone, spec.random_init)
         if key not in seen and not spec.random_init:
             seen.add(key)
