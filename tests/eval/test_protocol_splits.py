@@ -49,7 +49,8 @@ def test_iic_potsdam_scores_labelled_train_plus_test_and_trains_on_all(tmp_path,
 def test_picie_cityscapes_trains_on_test_extra_and_scores_val_plus_train(tmp_path):
     write_fixture("cityscapes27", tmp_path)
     protocol = resolve(RunSpec("picie", "cityscapes27", "resnet18-fpn", protocol="picie")).protocol
-    assert _ids("cityscapes27", tmp_path, protocol.eval_split) == sorted(CITY_FILES["val"]) + sorted(CITY_FILES["train"])
+    scored = sorted(CITY_FILES["val"]) + sorted(CITY_FILES["train"])  # val first, then train, as PiCIE lists them
+    assert _ids("cityscapes27", tmp_path, protocol.eval_split) == scored
     train_ids = _ids("cityscapes27", tmp_path, protocol.train_split)
     assert train_ids == sorted(CITY_UNLABELLED["test"]) + sorted(CITY_UNLABELLED["train_extra"])
 
