@@ -124,8 +124,8 @@ def test_sobel_input_stage_by_hand():
 def _iic(**over):
     hparams = dict(input="rgb_sobel", bgr=True, width=0.125, batchnorm_track=True, output_k_A=None,
                    overcluster_factor=3, output_k_B=None, num_sub_heads=2, eval_sub_head=0, lamb_A=1.0, lamb_B=1.5,
-                   lr=1e-4, half_T_side_dense=2, uncollapsed=True, head_A_first=False, crop_size=None,
-                   jitter=[0.4, 0.4, 0.4, 0.125], flip_p=0.5)
+                   lr=1e-4, half_T_side_dense=2, uncollapsed=True, head_B_first=False, crop_size=None,
+                   jitter=[0.4, 0.4, 0.4, 0.125], flip_p=0.5, grey="opencv3", jitter_bgr_as_rgb=True)
     hparams.update(over)
     ctx = MethodContext("synthetic", "vgg-iic", 4, 2, 8, 4, 32)
     return IIC(None, 4, hparams, ctx)
@@ -140,9 +140,10 @@ def test_trunk_geometry_heads_and_alternation():
     assert code[..., 0, :].abs().sum() == 0  # the heads' padding=1 border
     assert m.cluster_logits(code).shape == (2, 4, 14, 14)
     assert len(m.head_a.convs) == 2 and m.head_a.convs[0].out_channels == 12  # 3 x classes
-    assert [m.head_for_step(s) for s in (0, 3, 4, 7, 8)] == ["B", "B", "A", "A", "B"]
-    assert _iic(head_A_first=True).head_for_step(0) == "A"
-    out = m.training_step({"image": x, "index": torch.arange(2), "id": ["a", "b"]}, step=4)
+    # segmentation_twohead.py: heads = ["A", "B"] per epoch (steps_per_epoch = 4 here)
+    assert [m.head_for_step(s) for s in (0, 3, 4, 7, 8)] == ["A", "A", "B", "B", "A"]
+    assert [_iic(head_B_first=True).head_for_step(s) for s in (0, 4)] == ["B", "A"]
+    out = m.training_step({"image": x, "index": torch.arange(2), "id": ["a", "b"]}, step=0)
     assert "iid_A" in out and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert m.head_a.convs[1].weight.grad is not None and m.head_b.convs[0].weight.grad is None
@@ -153,7 +154,7 @@ def test_trunk_geometry_heads_and_alternation():
 def test_second_view_is_flipped_back_before_the_loss():
     torch.manual_seed(0)
     m = _iic(jitter=[0.0, 0.0, 0.0, 0.0], flip_p=1.0)
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.randint(0, 256, (2, 3, 32, 32)) / 255.0  # images arrive as uint8 levels (the jitter output is too)
     img1, img2, flipped = m.make_pair(x)
     assert flipped.all() and torch.allclose(img2, img1.flip(-1))
 
