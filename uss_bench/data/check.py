@@ -28,6 +28,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     optional_missing: list[str] = field(default_factory=list)
+    official_missing: list[str] = field(default_factory=list)  # files only the official code reads
     files_read: int = 0
     hint: str = ""
 
@@ -44,7 +45,9 @@ class CheckReport:
         if self.ok:
             counts = ", ".join(f"{split} {n}" for split, n in self.counts.items())
             absent = f"; not prepared (optional): {', '.join(self.optional_missing)}" if self.optional_missing else ""
-            return f"{self.name}: OK ({counts}; decoded {self.files_read} items){absent}"
+            official = (f"; for the official code also add: {'; '.join(self.official_missing)}"
+                        if self.official_missing else "")
+            return f"{self.name}: OK ({counts}; decoded {self.files_read} items){absent}{official}"
         hint = f" -> {self.hint}" if self.hint else ""
         return f"{self.name}: FAILED: {'; '.join(self.problems)}{hint}"
 
@@ -139,7 +142,20 @@ def check_dataset(
         _check_items(ds, split, items, None if full else sample, report)
     if any("five-crop" in p or "_five_crop_" in p for p in report.problems):
         report.hint = f"uss-bench datasets prepare {name}"
+    report.official_missing = missing_official_files(ds)
     return report
+
+
+def missing_official_files(ds: RealDataset) -> list[str]:
+    """The card's ``official_files`` (paths or glob patterns under the dataset directory) that are absent."""
+    missing = []
+    for entry in ds.card.get("official_files", []) or []:
+        pattern = str(entry["path"])
+        found = any(ds.dataset_dir().glob(pattern)) if any(c in pattern for c in "*?[") else (
+            ds.dataset_dir() / pattern).exists()
+        if not found:
+            missing.append(f"{pattern} ({entry.get('used_by', 'official code')})")
+    return missing
 
 
 def _check_generic(cls, name: str, root: Path, preset: str, report: CheckReport) -> CheckReport:

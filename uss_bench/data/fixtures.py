@@ -4,6 +4,10 @@
 files would be (curated COCO lists and stuffthingmap ids, Cityscapes city folders and
 ``_gtFine_labelIds.png`` names, Potsdam ``.mat`` files with keys ``img``/``gt``, RGB-encoded ImageNet-S
 PNGs, ...). Everything is a pure function of the dataset name, so two runs write identical files.
+The fixtures also carry what the official loaders read beyond the harness's needs (each card's
+``official_files``): PiCIE's ``fine_to_coarse_dict.pickle`` beside COCO, PiCIE's
+``annotations/gtFine`` copy of the Cityscapes labels, cityscapesScripts' ``*_gtFine_labelTrainIds.png``,
+and IIC's ``debugged.out`` marker in the Potsdam directory.
 ``uss_bench_fixtures.json`` at the root records the split sizes; ``datasets check`` compares with those
 instead of the card's full-size counts.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -21,6 +26,8 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
+from uss_bench.data.cityscapes import TRAIN_TABLE
+from uss_bench.data.coco import FINE_TO_COARSE
 from uss_bench.data.imagenet_s import encode_rgb_label
 from uss_bench.data.layout import FIXTURE_MANIFEST
 from uss_bench.paths import load_card
@@ -90,6 +97,11 @@ def _coco(out: Path) -> None:
     for list_name, (train_ids, val_ids) in COCO_LISTS.items():
         _write_lines(root / "curated" / "train2017" / list_name, train_ids)
         _write_lines(root / "curated" / "val2017" / list_name, val_ids)
+    # PiCIE's loaders read <root>/fine_to_coarse_dict.pickle, key fine_index_to_coarse_index (182 ints);
+    # protocol 2 so Python 2 (IIC) can read it too. The official file also names the classes; no loader reads that.
+    table = {"fine_index_to_coarse_index": {fine: int(FINE_TO_COARSE[fine]) for fine in range(182)}}
+    with open(root / "fine_to_coarse_dict.pickle", "wb") as fh:
+        pickle.dump(table, fh, protocol=2)
 
 
 # ---- Cityscapes ------------------------------------------------------------------------------------
@@ -109,7 +121,12 @@ def _cityscapes(out: Path) -> None:
             rng = _rng("cityscapes", stem)
             label = _label_map(rng, 24, 48, CITY_VALUES)
             _save_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _image_for(label, rng))
-            _save_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", label.astype(np.uint8))
+            ids = label.astype(np.uint8)
+            _save_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", ids)
+            # PiCIE reads <dir>/annotations/gtFine/...; cityscapesScripts' trainId files (255 = ignore)
+            _save_png(root / "annotations" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", ids)
+            train_ids = np.where(TRAIN_TABLE[label] >= 0, TRAIN_TABLE[label], 255).astype(np.uint8)
+            _save_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png", train_ids)
     for split, stems in CITY_UNLABELLED.items():
         for stem in stems:
             rng = _rng("cityscapes", stem)
@@ -139,6 +156,7 @@ def _potsdam(out: Path) -> None:
     for name, ids in POTSDAM_LISTS.items():
         _write_lines(root / name, ids)
     _write_lines(root / "all.txt", sorted(every, key=int))
+    (root / "debugged.out").write_text("")  # IIC's Potsdam loader asserts this file exists
 
 
 # ---- ImageNet-S ------------------------------------------------------------------------------------
