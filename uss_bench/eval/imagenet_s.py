@@ -12,6 +12,11 @@ Two ways to turn predictions into ImageNet-S ids, then one metric:
 - **metric** (``evaluation/evaluator.py``): ignore (1000, here -1) removed first; IoU over K + 1 classes
   including background; mIoU = plain mean over all K + 1 (a class with empty union counts 0);
   image accuracy = the largest predicted non-background class is present in both GT and prediction.
+  Also as the evaluator: F-measure (foreground vs background per image, beta = 0.3, mean over images);
+  mBIoU (boundary IoU: per class, the band a 3x3 erosion repeated round(0.03 x image diagonal) times
+  removes, the image border counting as outside; mean over all K + 1); and mIoU / mBIoU per object-size
+  bucket S/MS/ML/L (a GT class covering ceil(100 x share) <= 5, <= 25, <= 50, > 50 % of the image's
+  scored pixels; each bucket scores background + its classes; mean over classes present in the bucket).
 
 In a run, protocol ``imagenet-s`` names the evaluator ``imagenet-s`` (uss_bench/eval/evaluators.py): the runner
 adds ``imagenet_s_distance`` (and, when it passes ``probes``, ``imagenet_s_cluster`` / ``imagenet_s_linear``)
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import binary_erosion
 from scipy.optimize import linear_sum_assignment
 
 from uss_bench.eval.confusion import confusion_matrix
@@ -37,6 +43,33 @@ from uss_bench.eval.protocol import Protocol, register
 
 KNN_K = 10
 KNN_TEMPERATURE = 0.07
+BOUNDARY_DILATION_RATIO = 0.03  # evaluator.py: get_boundary_mask -> mask_to_boundary(dilation_ratio=0.03)
+F_BETA = 0.3
+SIZE_BUCKETS = ("S", "MS", "ML", "L")  # ceil(100 x share) <= 5, <= 25, <= 50, > 50
+SIZE_LIMITS = (5, 25, 50)
+
+
+def boundary_ids(ids: np.ndarray, dilation_ratio: float = BOUNDARY_DILATION_RATIO) -> np.ndarray:
+    """[H,W] ids -> [H,W] boundary map: v + 1 on the boundary band of class v, 0 elsewhere (Boundary IoU's
+    mask_to_boundary per class: the mask minus its erosion by a 3x3 square repeated d times, d =
+    max(1, round(ratio x diagonal)), with the image border as background)."""
+    h, w = ids.shape
+    d = max(1, int(round(dilation_ratio * float(np.sqrt(h**2 + w**2)))))
+    out = np.zeros((h, w), dtype=np.int64)
+    square = np.ones((3, 3), dtype=bool)
+    for v in np.unique(ids):
+        mask = ids == v
+        band = mask & ~binary_erosion(mask, structure=square, iterations=d, border_value=0)
+        out[band] = int(v) + 1
+    return out
+
+
+def size_bucket(count: int, total: int) -> int:
+    """Bucket index of a GT class covering ``count`` of ``total`` scored pixels, computed as the official
+    evaluator does (float32: ceil(100.0 * count / total))."""
+    share = (100.0 * torch.tensor(count, dtype=torch.int64)) / torch.tensor(total, dtype=torch.int64)
+    v = int(np.ceil(share.item()))
+    return next((i for i, limit in enumerate(SIZE_LIMITS) if v <= limit), len(SIZE_LIMITS))
 
 
 # ---- fully unsupervised: image-level matching ---------------------------------------------------------
@@ -123,6 +156,13 @@ class ImageNetSAccumulator:
         self.pred_sets: list[set[int]] = []
         self.gt_sets: list[set[int]] = []
         self.pred_areas: list[dict[int, int]] = []
+        self.fg_areas: list[dict[int, int]] = []  # predicted id -> pixels on GT foreground (F-measure)
+        self.gt_fg: list[int] = []
+        n, nb = self.k + 1, self.k + 2
+        # boundary confusions: rows = predicted id + 1, cols = GT id + 1, 0 = not on a boundary band
+        self.boundary = torch.zeros(nb, nb, dtype=torch.int64)
+        self.size_confusion = torch.zeros(len(SIZE_BUCKETS), n, n, dtype=torch.int64)
+        self.size_boundary = torch.zeros(len(SIZE_BUCKETS), nb, nb, dtype=torch.int64)
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
         """One image [H,W] or a batch [B,H,W]."""
@@ -135,6 +175,25 @@ class ImageNetSAccumulator:
         self.confusion += confusion_matrix(p, g, self.k + 1, self.k + 1)
         ids, counts = torch.unique(p, return_counts=True)
         self.pred_areas.append(dict(zip(ids.tolist(), counts.tolist())))
+        fg_ids, fg_counts = torch.unique(p[g > 0], return_counts=True)
+        self.fg_areas.append(dict(zip(fg_ids.tolist(), fg_counts.tolist())))
+        self.gt_fg.append(int((g > 0).sum()))
+        # boundaries on the whole image (the ignore region is a class of its own there), then ignore removed
+        flat_keep = keep.reshape(-1).cpu().numpy()
+        bp = torch.from_numpy(boundary_ids(pred.cpu().numpy()).reshape(-1)[flat_keep])
+        bg = torch.from_numpy(boundary_ids(gt.cpu().numpy()).reshape(-1)[flat_keep])
+        nb = self.k + 2
+        self.boundary += confusion_matrix(bp, bg, nb, nb)
+        classes, class_counts = torch.unique(g, return_counts=True)
+        total = int(class_counts.sum())
+        bucket_of = {int(c): size_bucket(int(n), total) for c, n in zip(classes, class_counts) if c > 0}
+        for b in range(len(SIZE_BUCKETS)):
+            members = [c for c, bb in bucket_of.items() if bb == b]
+            if not members:
+                continue
+            sel = (g == 0) | torch.isin(g, torch.tensor(members, dtype=g.dtype))
+            self.size_confusion[b] += confusion_matrix(p[sel], g[sel], self.k + 1, self.k + 1)
+            self.size_boundary[b] += confusion_matrix(bp[sel.cpu()], bg[sel.cpu()], nb, nb)
         self.pred_sets.append({i for i in ids.tolist() if i > 0})
         self.gt_sets.append({j for j in torch.unique(g).tolist() if j > 0})
 
@@ -150,6 +209,11 @@ class ImageNetSAccumulator:
         self.confusion = conf
         self.pred_sets = [{int(perm[i]) for i in areas if perm[i] > 0} for areas in self.pred_areas]
         self.pred_areas = [{int(perm[i]): n for i, n in areas.items()} for areas in self.pred_areas]
+        self.fg_areas = [{int(perm[i]): n for i, n in areas.items()} for areas in self.fg_areas]
+        rows = torch.from_numpy(np.concatenate([[0], perm + 1]))
+        self.boundary = _move_rows(self.boundary, rows)
+        self.size_confusion = torch.stack([_move_rows(c, torch.from_numpy(perm)) for c in self.size_confusion])
+        self.size_boundary = torch.stack([_move_rows(c, rows) for c in self.size_boundary])
 
     def mapping(self, rule: str = "image-level") -> np.ndarray:
         if rule == "image-level":
@@ -177,8 +241,20 @@ class ImageNetSAccumulator:
                 top = max(sorted(fg), key=fg.get)  # largest predicted foreground class
                 correct += top in gt_set
         names = class_names or [str(i) for i in range(self.k + 1)]
+        boundary_rows = np.concatenate([[0], mapping + 1])
+        biou = _iou(_matched(self.boundary.numpy(), boundary_rows))[0][1:]  # index 0 = off every band
+        size_miou, size_mbiou = {}, {}
+        for b, name in enumerate(SIZE_BUCKETS):
+            bucket_iou, present = _iou(_matched(self.size_confusion[b].numpy(), mapping))
+            size_miou[name] = _mean_or_none(bucket_iou[present])
+            bucket_biou, present_b = _iou(_matched(self.size_boundary[b].numpy(), boundary_rows))
+            size_mbiou[name] = _mean_or_none(bucket_biou[1:][present_b[1:]])
         return {
             "miou": 100.0 * float(iou.mean()),
+            "mbiou": 100.0 * float(biou.mean()),
+            "fmeasure": 100.0 * self.fmeasure(mapping),
+            "miou_size": size_miou,
+            "mbiou_size": size_mbiou,
             "acc": 100.0 * correct / max(len(self.gt_sets), 1),
             "pixel_acc": 100.0 * float(tp.sum() / max(conf.sum(), 1)),
             "iou": {name: 100.0 * float(v) for name, v in zip(names, iou)},
@@ -186,6 +262,42 @@ class ImageNetSAccumulator:
             "matching": rule,
             "n_images": len(self.gt_sets),
         }
+
+
+    def fmeasure(self, mapping: np.ndarray) -> float:
+        """Mean over images of (1 + b) P R / (b P + R) for foreground vs background, b = 0.3 (eps 1e-20)."""
+        eps, total = 1e-20, 0.0
+        for areas, fg_areas, t in zip(self.pred_areas, self.fg_areas, self.gt_fg):
+            p = sum(n for i, n in areas.items() if mapping[i] > 0)
+            tp = sum(n for i, n in fg_areas.items() if mapping[i] > 0)
+            recall, precision = tp / (t + eps), tp / (p + eps)
+            total += (1 + F_BETA) * precision * recall / (F_BETA * precision + recall + eps)
+        return total / max(len(self.gt_fg), 1)
+
+
+def _move_rows(conf: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(conf)
+    out[rows] = conf
+    return out
+
+
+def _matched(conf: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows (predicted ids) summed into the classes they map to."""
+    out = np.zeros_like(conf)
+    np.add.at(out, rows, conf)
+    return out
+
+
+def _iou(matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class IoU (0 where the union is empty) and whether the class occurs in the ground truth."""
+    tp = np.diag(matched).astype(np.float64)
+    gt = matched.sum(0)
+    union = matched.sum(1) + gt - tp
+    return np.where(union > 0, tp / np.maximum(union, 1), 0.0), gt > 0
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return 100.0 * float(values.mean()) if values.size else None
 
 
 # ---- the evaluation loop (full ground-truth resolution, one image at a time) -------------------------------
