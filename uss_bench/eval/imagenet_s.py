@@ -455,7 +455,8 @@ IMAGENET_S = register(
             "probes at eval_res (centre crop), kept for comparison with the other protocols.",
             "imagenet_s_*: scored at full GT resolution (image resized to eval_res / distance_res, shorter side, "
             "no crop; predictions upsampled to the label size); GT 1000 ignored; mIoU over K+1 classes incl. "
-            "background, absent classes count 0; image-level Hungarian on per-image id sets.",
+            "background, absent classes count 0; image-level Hungarian on per-image id sets; also Acc, mBIoU "
+            "(dilation ratio 0.03), F-measure (beta 0.3) and mIoU/mBIoU per object-size bucket S/MS/ML/L.",
             "Distance matching: prototypes = masked means of the method's embed() features over train-semi "
             "(PASS uses ResNet features upsampled x4), k = 10, weight exp(cos / 0.07), then image-level matching.",
             "Cluster probe: the cluster overlapping GT background most is renamed background before matching "
