@@ -55,9 +55,13 @@ def test_picie_cityscapes_trains_on_test_extra_and_scores_val_plus_train(tmp_pat
     assert train_ids == sorted(CITY_UNLABELLED["test"]) + sorted(CITY_UNLABELLED["train_extra"])
 
 
-def test_picie_coco_keeps_curated_train_and_val(tmp_path):
+def test_picie_coco_trains_on_the_curated_7_train_list_and_scores_val(tmp_path):
+    write_fixture("cocostuff27", tmp_path)
     protocol = resolve(RunSpec("picie", "cocostuff27", "resnet18-fpn", protocol="picie")).protocol
-    assert (protocol.train_split, protocol.eval_split) == (None, "val")  # None = the card's train split
+    # PiCIE: curated/train2017/Coco164kFull_Stuff_Coarse_7.txt (fixture: the first three train ids), not
+    # STEGO's Coco164kFull_Stuff_Coarse.txt (all four); scores curated/val2017/..._7.txt
+    assert _ids("cocostuff27", tmp_path, protocol.train_split) == COCO_TRAIN[:3]
+    assert _ids("cocostuff27", tmp_path, protocol.eval_split) == COCO_VAL
 
 
 def test_other_protocols_are_unchanged():

@@ -98,7 +98,10 @@ class CocoStuff27(CocoStuff):
     """COCO-Stuff-27: all 27 coarse classes (STEGO/HP/PPAP/PiCIE)."""
 
     name = "cocostuff27"
-    lists = {"train": "Coco164kFull_Stuff_Coarse.txt", "val": "Coco164kFull_Stuff_Coarse_7.txt"}
+    # picie_train: PiCIE trains on the curated _7 train2017 list (data/coco_train_dataset.py, version 7)
+    lists = {"train": "Coco164kFull_Stuff_Coarse.txt", "val": "Coco164kFull_Stuff_Coarse_7.txt",
+             "picie_train": "Coco164kFull_Stuff_Coarse_7.txt"}
+    split_dirs = {"train": "train2017", "val": "val2017", "picie_train": "train2017"}
     table = _table({c: c for c in range(27)})
 
 

@@ -78,7 +78,7 @@ COCO_LISTS = {  # list file -> (train ids, val ids)
     "Coco164kFull_Stuff_Coarse_7.txt": (COCO_TRAIN[:3], COCO_VAL),
     "Coco164kFew_Stuff_6.txt": (COCO_TRAIN[1:3], COCO_VAL),
 }
-COCO_COUNTS = {"cocostuff27": {"train": 4, "val": 2, "train+val": 6},
+COCO_COUNTS = {"cocostuff27": {"train": 4, "val": 2, "train+val": 6, "picie_train": 3},
                "cocostuff15": {"train": 3, "val": 2, "train+val": 5},
                "cocostuff3": {"train": 2, "val": 2, "train+val": 4}}
 # fine ids: person (thing), sky-other, grass (plant), road (ground), wall-concrete, unlabelled

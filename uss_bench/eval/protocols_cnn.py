@@ -8,7 +8,8 @@ one-to-one Hungarian, pixel accuracy (IIC reports no mIoU; the engine's mIoU is 
 with ``--protocol uss`` for the held-out split.
 ``picie``: k-means re-fitted on the train images with eval transforms (the method's ``before_eval``
 reads ``kmeans_refit``), 320 centre crops with bilinear image resizing, one-to-one Hungarian on the
-scored split, mIoU = nanmean over classes. COCO: trains on curated train2017, scores curated val2017;
+scored split, mIoU = nanmean over classes. COCO: trains on the curated _7 train2017 list (``picie_train``,
+49,629), scores curated val2017 (2,175);
 Cityscapes: trains on test + train_extra, scores val + train (reference §1a, Q6).
 """
 
@@ -57,7 +58,8 @@ register(
         description="PiCIE: k-means re-fitted on train images (eval transforms), 320 centre crop, bilinear "
                     "image resize, one-to-one Hungarian fitted on val, mIoU nanmean over classes, no CRF",
         eval_split="val",
-        dataset_splits={"cityscapes27": {"train": "picie_train", "eval": "picie_eval"}},
+        dataset_splits={"cityscapes27": {"train": "picie_train", "eval": "picie_eval"},
+                        "cocostuff27": {"train": "picie_train"}},
         eval_res=320,
         image_interpolation="bilinear",
         crf=False,
