@@ -17,13 +17,13 @@ import difflib
 import fnmatch
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uss_bench.eval.matching import MATCHERS
 from uss_bench.eval.metrics import AVERAGING
 from uss_bench.eval.protocol import SELECTION_RULES, Protocol
-from uss_bench.paths import load_card
+from uss_bench.paths import cards_dir, load_card
 from uss_bench.registry import PROTOCOLS
 from uss_bench.spec import RunSpec
 
@@ -218,6 +218,21 @@ class _Resolution:
         return True, node
 
 
+_CARDS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def _load(kind: str, name: str) -> dict[str, Any]:
+    """load_card, parsed once per file version (a sweep resolves the same cards hundreds of times)."""
+    path = cards_dir(kind) / f"{name}.yaml"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return load_card(kind, name)  # its error names the missing card
+    if key not in _CARDS:
+        _CARDS[key] = load_card(kind, name)
+    return copy.deepcopy(_CARDS[key])
+
+
 def published_config(card: dict[str, Any], dataset: str, backbone: str) -> dict[str, Any] | None:
     """The card's ``configs`` entry for (dataset, backbone); wildcards allowed; first match wins."""
     for entry in card.get("configs", []) or []:
@@ -238,8 +253,8 @@ def known_presets(card: dict[str, Any]) -> list[str]:
 
 def resolve(spec: RunSpec) -> RunConfig:
     """Apply :data:`LAYERS` in order; raise :class:`ConfigError` (one line) for a bad request."""
-    card = load_card("methods", spec.method)
-    dataset_card = load_card("datasets", spec.dataset)
+    card = _load("methods", spec.method)
+    dataset_card = _load("datasets", spec.dataset)
     protocol = PROTOCOLS.get(spec.protocol)
     res = _Resolution()
 
@@ -395,7 +410,12 @@ def _hint(key: str, known: Iterable[str]) -> str:
 def validate_specs(specs: Iterable[RunSpec]) -> None:
     """Resolve every spec (cards only, no data); raise one :class:`ConfigError` naming every problem."""
     problems: list[str] = []
+    seen: set[str] = set()
     for spec in specs:
+        key = replace(spec, seed=0, random_init=False).canonical_json()  # seeds resolve alike
+        if key in seen:
+            continue
+        seen.add(key)
         try:
             resolve(spec)
         except ConfigError as exc:
