@@ -285,6 +285,11 @@ def test_hparams_keys_are_checked_against_the_card():
         resolve(RunSpec("hp", "cocostuff27", "vit-s8", overrides={"hparams.tau": "warm"}))
     with pytest.raises(ConfigError, match="hparams.dim must be an integer, got 64.5"):
         resolve(RunSpec("hp", "cocostuff27", "vit-s8", overrides={"hparams.dim": 64.5}))
+    # null by default: the type comes from the card's other entries (IIC's published K_A are integers)
+    with pytest.raises(ConfigError, match="hparams.output_k_A must be an integer or null, got 'many'"):
+        resolve(RunSpec("iic", "cocostuff27", "vgg-iic", overrides={"hparams.output_k_A": "many"}))
+    assert resolve(RunSpec("iic", "cocostuff27", "vgg-iic", overrides={"hparams.output_k_A": 30})).hparams[
+        "output_k_A"] == 30
 
 
 def test_good_overrides_are_converted_and_tagged():

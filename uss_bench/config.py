@@ -327,38 +327,43 @@ def _preset_layer(spec: RunSpec, card: dict[str, Any], dataset_card: dict[str, A
             *((name, values, data_origin) for name, values in sizes.items())]
 
 
-def _known_keys(res: _Resolution, card: dict[str, Any]) -> list[str]:
-    """Every settable dotted key: what the layers resolved plus what any card entry or preset defines."""
-    keys = {path for name in SECTIONS for path, _ in _leaves(res.sections[name], name)}
-    extra_sources = [*(card.get("configs") or []), *(card.get("presets") or {}).values()]
-    for source in extra_sources:
-        for name in ("train", "probes", "hparams"):
-            keys.update(path for path, _ in _leaves(source.get(name) or {}, name))
-    return sorted(keys)
+def _card_values(res: _Resolution, card: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every settable dotted key -> the values the layers and any card entry or preset give it."""
+    values: dict[str, list[Any]] = {}
+    sources = [res.sections, *(card.get("configs") or []), *(card.get("presets") or {}).values()]
+    for source in sources:
+        for name in SECTIONS:
+            for path, value in _leaves(source.get(name) or {}, name):
+                values.setdefault(path, []).append(value)
+    return values
 
 
-def _rule_for(path: str, current: Any) -> Rule | None:
+def _rule_for(path: str, seen: list[Any]) -> Rule | None:
+    """The rule table's entry, else the type of the first non-null value the card gives (null stays allowed)."""
     section, _, key = path.partition(".")
     table = {"train": TRAIN_RULES, "probes": PROBE_RULES, "protocol": PROTOCOL_RULES}.get(section, {})
     if key in table:
         return table[key]
-    if current is None:
-        return None  # a null default says nothing about the type
-    if isinstance(current, bool):
-        return Rule(bool)
-    if isinstance(current, int):
-        return Rule(int)
-    if isinstance(current, float):
-        return Rule(float)
-    if isinstance(current, (list, tuple)):
-        return Rule(list)  # YAML gives lists; a tuple field gets its tuple back in _apply_overrides
-    return Rule(type(current))
+    example = next((v for v in seen if v is not None), None)
+    if example is None:
+        return None  # only nulls: nothing says what the type is
+    optional = any(v is None for v in seen)
+    if isinstance(example, bool):
+        return Rule(bool, optional=optional)
+    if isinstance(example, (int, float)):
+        # an int that another entry gives as a float (1 vs 1.0e-4) is a number
+        kind = int if all(isinstance(v, int) and not isinstance(v, bool) for v in seen if v is not None) else float
+        return Rule(kind, optional=optional)
+    if isinstance(example, (list, tuple)):
+        return Rule(list, optional=optional)  # YAML gives lists; a tuple field gets its tuple back
+    return Rule(type(example), optional=optional)
 
 
 def _apply_overrides(res: _Resolution, spec: RunSpec, card: dict[str, Any]) -> None:
     if not spec.overrides:
         return
-    known = _known_keys(res, card)
+    card_values = _card_values(res, card)
+    known = sorted(card_values)
     for dotted, raw in spec.overrides.items():
         where = f"--set {dotted}={raw}"
         section, _, key = dotted.partition(".")
@@ -376,7 +381,7 @@ def _apply_overrides(res: _Resolution, spec: RunSpec, card: dict[str, Any]) -> N
             if isinstance(current, dict):
                 example = next(iter(_leaves(current, path)), (f"{path}.<key>",))[0]
                 raise ConfigError(f"{where}: {path} is a group; set its keys one by one, e.g. {example}=...")
-            rule = _rule_for(path, current)
+            rule = _rule_for(path, card_values.get(path, []))
             if rule is not None:
                 ok, value = rule.check(value)
                 if not ok:
