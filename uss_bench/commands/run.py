@@ -57,6 +57,7 @@ def make_env(args: argparse.Namespace):
 
 
 def handle(args: argparse.Namespace) -> int:
+    from uss_bench.config import validate_specs
     from uss_bench.pipeline import expand_specs, preflight, run_inline
     from uss_bench.registry import UnknownNameError
     from uss_bench.results.summary import records_table
@@ -72,6 +73,7 @@ def handle(args: argparse.Namespace) -> int:
             random_init=True if args.random_init else None,
             overrides=parse_overrides(args.set),
         )
+        validate_specs(specs)  # --preset and --set (keys, types, ranges), from the cards only: no data yet
     except (UnknownNameError, ValueError, FileNotFoundError) as exc:
         print(f"uss-bench run: error: {exc}", file=sys.stderr)
         return 2
