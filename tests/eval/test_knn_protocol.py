@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from uss_bench.eval.evaluators import extra_metrics
-from uss_bench.eval.knn_protocol import MemoryBank, evaluate_knn_segments, knn_vote, segment_majority_labels
+from uss_bench.eval.knn_protocol import (
+    MemoryBank,
+    evaluate_knn_segments,
+    inference_grid,
+    knn_vote,
+    segment_majority_labels,
+)
 from uss_bench.registry import PROTOCOLS
 
 
@@ -65,3 +71,25 @@ def test_protocol_is_registered_with_its_knn_fields():
     assert data["miou_averaging"] == "absent_as_zero" and data["crf"] is False
     assert protocol.with_overrides(knn_k=5).knn_k == 5
     assert extra_metrics(None, PROTOCOLS.get("uss"), None, None) == {}
+
+
+def test_inference_grid_follows_the_method_card_unless_the_protocol_sets_one():
+    protocol = PROTOCOLS.get("hsg-knn")
+    assert protocol.kmeans_grid is None
+    cityscapes = ColourMethod()
+    cityscapes.hparams = {"inference_kmeans_grid": [12, 24]}  # bashscripts/cityscapes/train.sh
+    assert inference_grid(cityscapes, protocol) == (12, 24)
+    assert inference_grid(ColourMethod(), protocol) == (6, 6)  # VOC's grid when the method names none
+    assert inference_grid(cityscapes, protocol.with_overrides(kmeans_grid=(2, 3))) == (2, 3)
+
+
+def test_evaluation_uses_the_official_grid_partition():
+    # 1 x 10 image, grid 1 x 4: linspace(0, 3, 10) = i/3 rounded -> 0,0,1,1,1,2,2,2,3,3 (equal cells
+    # would give 0,0,0,1,1,2,2,2,3,3)
+    method = ColourMethod()
+    method.hparams = {"inference_kmeans_grid": [1, 4]}
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_iterations=0, kmeans_location=False)
+    from uss_bench.eval.knn_protocol import _segments
+
+    _, segs = _segments(method, torch.rand(1, 3, 1, 10), (1, 10), protocol, inference_grid(method, protocol))
+    assert segs[0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]

@@ -62,11 +62,22 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(0))
 
 
-def _segments(method: Any, images: torch.Tensor, size: tuple[int, int],
-              protocol: Any) -> tuple[torch.Tensor, torch.Tensor]:
+DEFAULT_GRID = (6, 6)  # VOC's inference grid (bashscripts/coco/train.sh)
+
+
+def inference_grid(method: Any, protocol: Any) -> tuple[int, int]:
+    """The protocol's grid if set, else the method's per-dataset ``inference_kmeans_grid``, else 6x6."""
+    if protocol.kmeans_grid is not None:
+        return tuple(int(v) for v in protocol.kmeans_grid)
+    grid = (getattr(method, "hparams", None) or {}).get("inference_kmeans_grid")
+    return tuple(int(v) for v in grid) if grid else DEFAULT_GRID
+
+
+def _segments(method: Any, images: torch.Tensor, size: tuple[int, int], protocol: Any,
+              grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings [B, D, H, W] at label size and their k-means segments [B, H, W]."""
     emb = F.normalize(upsample(method.embed(images).float(), size), dim=1)
-    segs = kmeans_segments(emb, tuple(protocol.kmeans_grid), protocol.kmeans_iterations, protocol.kmeans_location)
+    segs = kmeans_segments(emb, grid, protocol.kmeans_iterations, protocol.kmeans_location)
     return emb, segs
 
 
@@ -74,10 +85,11 @@ def _segments(method: Any, images: torch.Tensor, size: tuple[int, int],
 def build_memory_bank(method: Any, dataset: Dataset, protocol: Any, n_classes: int, device: torch.device,
                       batch_size: int = 16, num_workers: int = 0) -> MemoryBank:
     protos, labels = [], []
+    grid = inference_grid(method, protocol)
+    n_seg = grid[0] * grid[1]
     for batch in _loader(dataset, batch_size, num_workers):
         gt = batch["label"].to(device)
-        emb, segs = _segments(method, to_unit_float(batch["image"].to(device)), tuple(gt.shape[-2:]), protocol)
-        n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+        emb, segs = _segments(method, to_unit_float(batch["image"].to(device)), tuple(gt.shape[-2:]), protocol, grid)
         for b in range(emb.shape[0]):
             flat = emb[b].flatten(1).T
             seg = segs[b].reshape(-1)
@@ -102,11 +114,12 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
     bank = build_memory_bank(method, train_set, protocol, n_classes, device, batch_size, num_workers)
     confusion = ConfusionAccumulator(n_classes, n_classes)
     covering: HierarchyCovering | None = None
-    n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+    grid = inference_grid(method, protocol)
+    n_seg = grid[0] * grid[1]
     for batch in _loader(eval_set, batch_size, num_workers):
         gt = batch["label"]
         images = to_unit_float(batch["image"].to(device))
-        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol)
+        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol, grid)
         pred = torch.full_like(segs, -1)
         for b in range(emb.shape[0]):
             seg = segs[b].reshape(-1)
@@ -123,7 +136,8 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
             covering.update([maps[b].cpu().numpy() for _, maps in levels], gt[b].numpy())
     method.train(was_training)
     metrics = segmentation_metrics(confusion.matrix, identity(confusion.matrix), "absent_as_zero").as_dict(class_names)
-    metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k)
+    metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k,
+                   kmeans_grid=list(grid))
     return {"knn": metrics, "nfcovering": covering.result() if covering is not None else {}}
 
 

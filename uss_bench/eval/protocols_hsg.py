@@ -16,7 +16,9 @@ from uss_bench.eval.protocol import Protocol, register
 class SegmentKnnProtocol(Protocol):
     evaluator: str = "knn-segments"
     knn_k: int = 20  # top-20 neighbours, unweighted majority vote
-    kmeans_grid: tuple[int, int] = (6, 6)  # VOC inference grid; Cityscapes uses (12, 24)
+    # None = the method's ``inference_kmeans_grid`` (per dataset in its card: VOC/COCO 6x6, Cityscapes
+    # 12x24, as the official inference scripts), else VOC's 6x6; a value here overrides both.
+    kmeans_grid: tuple[int, int] | None = None
     kmeans_iterations: int = 15
     kmeans_location: bool = True  # append normalised (y, x) before clustering, as in training
     nfc_background: tuple[int, ...] = (0,)  # class ids that are not foreground for NFCovering

@@ -2,8 +2,9 @@
 
 - ``segsort_contrastive``: the SegSort pixel-to-segment NCA loss with concentration kappa (= 1/T).
 - ``knn_adjacency`` + ``dmon_losses``: DMoN modularity and collapse on a binarised kNN graph of the
-  segment prototypes (the official ``affinity_matrix_as_attention`` + ``DMonLoss``). The official code normalises by Z = 2 * sum(d), twice the standard 2m = sum(d);
-  ``normalizer="official"`` reproduces it, ``"standard"`` is DMoN's.
+  segment prototypes (the official ``affinity_matrix_as_attention`` + ``DMonLoss``). The official
+  code normalises by Z = 2 * sum(d), twice the standard 2m = sum(d); ``normalizer="official"``
+  reproduces it, ``"standard"`` is DMoN's.
 - ``centroid_contrast``: every normalised centroid against all centroids of the batch, itself the
   only positive (a repulsion / uniformity term).
 """
