@@ -30,6 +30,7 @@ from uss_bench.data.transforms import upsample
 from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.methods.hsg.loss import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
 from uss_bench.methods.hsg.oversegment import OverSegmenter
+from uss_bench.methods.hsg.schedule import lr_factor
 from uss_bench.methods.hsg.segments import Segments, build_segments, per_image_nodes
 from uss_bench.methods.hsg.transformer import ClusteringTransformer, ClusterOutput, group_means, propagate
 from uss_bench.methods.hsg.views import ViewAugment
@@ -125,6 +126,7 @@ class HSG(MethodAdapter):
         self.augment = ViewAugment(size=context.train_res, n_views=int(self.hparam("views")),
                                    scale=tuple(self.hparam("scale_range")))
         self.oversegmenter = OverSegmenter(dict(self.hparam("oversegmentation")), context.data_root, context.train_res)
+        self.lr_factor(0, 1)  # an unknown lr_schedule.policy fails here, before any training
         momentum = self.hparams.get("bn_momentum", 0.1)  # None = cumulative average (short CPU runs)
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -262,6 +264,11 @@ class HSG(MethodAdapter):
         return levels
 
     # ---- optimisation -----------------------------------------------------------------------------
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """The shared training loop's opt-in schedule hook: the official ``lr_policy`` (schedule.py)."""
+        schedule = dict(self.hparams.get("lr_schedule") or {"policy": "constant"})
+        return lr_factor(str(schedule["policy"]), step, total_steps, int(schedule.get("warmup", 100)))
+
     def param_groups(self) -> list[dict[str, Any]]:
         """SGD; biases x2 lr and no weight decay; transformer parts x``transformer_lr_mult`` (reference §3c/e)."""
         opt = self.hparam("optimizer")
