@@ -246,3 +246,73 @@ def test_one_training_step_five_losses_hand_derived(max_nodes):
     _, coarse_pad, coarse_pos = model.coarse.calls[0]
     assert coarse_pad is None
     assert torch.allclose(coarse_pos[0, 0], pos[0, :3].mean(0)) and torch.allclose(coarse_pos[0, 1], pos[0, 3])
+
+
+# ---- 14. over-segmentation: UCM maps or an explicit substitute, checked before any work -----------------
+def test_missing_ucm_maps_are_a_preflight_error_naming_their_origin(tmp_path):
+    from uss_bench.config import resolve
+    from uss_bench.pipeline.env import RunEnv
+    from uss_bench.pipeline.preflight import preflight
+    from uss_bench.spec import RunSpec
+
+    env = RunEnv(data_root=tmp_path)
+    spec = RunSpec("hsg", "cityscapes19", "fcn-resnet50")
+    (line,) = HSG.preflight_problems(resolve(spec), env)
+    assert str(tmp_path / "cityscapes/seginst/pmi_0.05") in line and "PMI-OWT-UCM" in line and "README" in line
+    assert "--set 'hparams.oversegmentation={source: felzenszwalb}'" in line
+    assert line in preflight([spec], env)  # the shared preflight calls the method's hook
+    (line,) = HSG.preflight_problems(resolve(RunSpec("hsg", "potsdam", "fcn-resnet50")), env)
+    assert "generate_pmi_owt_ucm.m" in line  # no released maps for Potsdam
+    (tmp_path / "cityscapes/seginst/pmi_0.05").mkdir(parents=True)
+    assert HSG.preflight_problems(resolve(spec), env) == []
+    slic = {"hparams.oversegmentation": {"source": "slic"}}
+    explicit = RunSpec("hsg", "cityscapes19", "fcn-resnet50", overrides=slic)
+    assert HSG.preflight_problems(resolve(explicit), RunEnv(data_root=tmp_path / "none")) == []
+    synthetic = resolve(RunSpec("hsg", "synthetic", "fcn-resnet50", preset="smoke"))
+    assert synthetic.hparams["oversegmentation"]["source"] == "felzenszwalb"  # the default only here
+    assert HSG.preflight_problems(synthetic, env) == []
+
+
+def test_ucm_pattern_reads_the_official_cityscapes_names(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from uss_bench.methods.hsg.oversegment import OverSegmenter
+
+    ucm = np.zeros((8, 16), dtype=np.uint8)
+    ucm[:, 8:] = 3
+    Image.fromarray(ucm).save(tmp_path / "aachen_000000_000019_leftImg8bit.png")
+    settings = {"source": "ucm", "ucm_dir": str(tmp_path), "ucm_pattern": "{id}_leftImg8bit.png"}
+    regions = OverSegmenter(settings, None, 4)(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), ["aachen_000000_000019"])
+    assert regions[0].tolist() == [[0, 0, 1, 1]] * 4
+
+
+# ---- 11. two stages: stage 2 starts from stage 1's trunk and head --------------------------------------
+def test_stage2_starts_from_exported_stage1_weights(tmp_path):
+    stage1 = _hsg(256)
+    stage1.hparams["export_to"] = str(tmp_path / "stage1.pt")
+    with torch.no_grad():
+        stage1.head[-1].bias.fill_(0.25)
+    stage1.before_eval(None, None)
+    stage2 = HSG(None, 2, {**HPARAMS, "max_nodes": 256, "init_from": str(tmp_path / "stage1.pt")},
+                 _hsg(256).context)
+    for name, value in stage1.state_dict().items():
+        if name.startswith(("trunk.", "head.")):
+            assert torch.equal(stage2.state_dict()[name], value), name
+    torch.save({"head.0.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not hold this network's trunk and head"):
+        HSG(None, 2, {**HPARAMS, "max_nodes": 256, "init_from": str(tmp_path / "other.pt")}, _hsg(256).context)
+
+
+def test_coco_stage1_preset_is_the_official_stage1():
+    from uss_bench.config import resolve
+    from uss_bench.spec import RunSpec
+
+    config = resolve(RunSpec("hsg", "voc12", "fcn-resnet50", preset="coco-stage1"))
+    train, h = config.train, config.hparams
+    assert (train["batch_size"] * train["accumulate"], train["steps"], train["train_res"]) == (128, 350000, 224)
+    assert h["hierarchy"] is False and h["kmeans_grid"] == [1, 1] and h["kmeans_iterations"] == 1
+    assert h["optimizer"]["lr"] == 0.1
+    stage2 = resolve(RunSpec("hsg", "voc12", "fcn-resnet50"))
+    assert (stage2.train["batch_size"] * stage2.train["accumulate"], stage2.train["steps"]) == (48, 20000)
+    assert stage2.hparams["optimizer"]["lr"] == 8e-3 and stage2.hparams["loss_weights"]["dmon"] == 1.0

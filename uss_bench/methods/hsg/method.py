@@ -29,7 +29,7 @@ from torch import nn
 from uss_bench.data.transforms import upsample
 from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.methods.hsg.loss import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
-from uss_bench.methods.hsg.oversegment import OverSegmenter
+from uss_bench.methods.hsg.oversegment import OverSegmenter, ucm_problems
 from uss_bench.methods.hsg.schedule import lr_factor
 from uss_bench.methods.hsg.segments import Segments, build_segments, per_image_nodes
 from uss_bench.methods.hsg.transformer import ClusteringTransformer, ClusterOutput, group_means, propagate
@@ -127,10 +127,41 @@ class HSG(MethodAdapter):
                                    scale=tuple(self.hparam("scale_range")))
         self.oversegmenter = OverSegmenter(dict(self.hparam("oversegmentation")), context.data_root, context.train_res)
         self.lr_factor(0, 1)  # an unknown lr_schedule.policy fails here, before any training
+        if self.hparams.get("init_from"):
+            self._load_stage1(Path(self.hparams["init_from"]))
         momentum = self.hparams.get("bn_momentum", 0.1)  # None = cumulative average (short CPU runs)
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = momentum
+
+    # ---- checks and stages ---------------------------------------------------------------------
+    @classmethod
+    def preflight_problems(cls, config: Any, env: Any) -> list[str]:
+        """Before any work: the OWT-UCM maps (where they come from if missing) and the stage-1 weights."""
+        hparams = config.hparams
+        problems = ucm_problems(dict(hparams.get("oversegmentation") or {}), env.data_root, config.spec.dataset)
+        init_from = hparams.get("init_from")
+        if init_from and not Path(init_from).is_file():
+            problems.append(f"hsg: hparams.init_from (stage-1 weights for stage 2) not found: {init_from}")
+        return problems
+
+    def _load_stage1(self, path: Path) -> None:
+        """Stage 2 starts from stage 1's network (trunk + embedding head), as the official PRETRAINED."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("method", state)  # a uss-bench checkpoint, or weights written by export_to
+        wanted = {k: v for k, v in state.items() if k.startswith(("trunk.", "head."))}
+        own = {k for k in self.state_dict() if k.startswith(("trunk.", "head."))}
+        if set(wanted) != own:
+            raise ValueError(f"hsg: {path} does not hold this network's trunk and head "
+                             f"({len(own - set(wanted))} missing, {len(set(wanted) - own)} unexpected tensors)")
+        self.load_state_dict(wanted, strict=False)
+
+    def before_eval(self, train_set: Any, protocol: Any) -> None:
+        """``export_to``: write the trained trunk + head for a later stage (``init_from``)."""
+        target = self.hparams.get("export_to")
+        if target:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v for k, v in self.state_dict().items() if k.startswith(("trunk.", "head."))}, target)
 
     # ---- features ---------------------------------------------------------------------------
     @property
