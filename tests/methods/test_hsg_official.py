@@ -316,3 +316,24 @@ def test_coco_stage1_preset_is_the_official_stage1():
     stage2 = resolve(RunSpec("hsg", "voc12", "fcn-resnet50"))
     assert (stage2.train["batch_size"] * stage2.train["accumulate"], stage2.train["steps"]) == (48, 20000)
     assert stage2.hparams["optimizer"]["lr"] == 8e-3 and stage2.hparams["loss_weights"]["dmon"] == 1.0
+
+
+def test_datasets_check_ucm_reports_missing_then_present_maps(tmp_path, capsys):
+    from uss_bench.cli import main
+    from uss_bench.data.build import build_dataset
+    from uss_bench.data.fixtures import write_fixture
+    from uss_bench.data.transforms import SegTransform
+
+    write_fixture("voc12", tmp_path)
+    args = ["datasets", "check", "voc12", "--ucm", "--data-root", str(tmp_path)]
+    assert main(args) == 1
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("voc12 hsg-ucm: MISSING") and "VOCdevkit/VOC2012/rf_0.25_48" in line
+    assert "SE-OWT-UCM" in line
+    ucm_dir = tmp_path / "VOCdevkit/VOC2012/rf_0.25_48"
+    ucm_dir.mkdir(parents=True)
+    assert main(args) == 1 and "sampled train ids have no map" in capsys.readouterr().out
+    for item in build_dataset("voc12", tmp_path, "train_aug", SegTransform(64)).items:
+        (ucm_dir / f"{item.id}.png").write_bytes(b"")
+    assert main(args) == 0
+    assert "voc12 hsg-ucm: ok" in capsys.readouterr().out

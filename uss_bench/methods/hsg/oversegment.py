@@ -142,3 +142,32 @@ class OverSegmenter:
         if tuple(regions.shape) != size:
             raise ValueError(f"hsg: region map {path} gives {tuple(regions.shape)} after resizing, images are {size}")
         return relabel(regions.numpy())
+
+
+def ucm_check_line(dataset: str, data_root: Path, sample: int = 8) -> str | None:
+    """``datasets check --ucm``: one line on HSG's OWT-UCM maps for a dataset (None when its HSG config
+    uses no UCM maps, e.g. synthetic). Names the directory, the file pattern and where maps come from."""
+    from uss_bench.config import resolve
+    from uss_bench.data.build import build_dataset
+    from uss_bench.data.transforms import SegTransform
+    from uss_bench.spec import RunSpec
+
+    config = resolve(RunSpec("hsg", dataset, "fcn-resnet50"))
+    settings = dict(config.hparams.get("oversegmentation") or {})
+    if settings.get("source", "ucm") != "ucm":
+        return None
+    problems = ucm_problems(settings, data_root, dataset)
+    if problems:
+        return f"{dataset} hsg-ucm: MISSING - {problems[0]}"
+    ucm_dir = resolve_ucm_dir(settings, data_root)
+    pattern = str(settings.get("ucm_pattern") or "{id}.png")
+    try:
+        train = build_dataset(dataset, data_root, config.dataset_card.get("train_split", "train"), SegTransform(64))
+        ids = [train.items[i].id for i in range(min(sample, len(train.items)))]
+    except Exception as exc:  # the dataset itself is reported by the regular check
+        return f"{dataset} hsg-ucm: {ucm_dir} present; train ids not readable ({exc})"
+    absent = [i for i in ids if not (ucm_dir / pattern.format(id=i)).is_file()]
+    if absent:
+        return (f"{dataset} hsg-ucm: MISSING - {len(absent)}/{len(ids)} sampled train ids have no map, e.g. "
+                f"{ucm_dir / pattern.format(id=absent[0])}; {ucm_origin(dataset)}")
+    return f"{dataset} hsg-ucm: ok {ucm_dir} ({pattern}; {len(ids)}/{len(ids)} sampled train ids)"
