@@ -342,16 +342,16 @@ def test_datasets_check_ucm_reports_missing_then_present_maps(tmp_path, capsys):
 # ---- 12./13. published settings per dataset (scripts, Table 7) -------------------------------------------
 @pytest.mark.parametrize("dataset,expected", [
     # bashscripts/cityscapes/train.sh + resnet_fcn_hsg_cs.py
-    ("cityscapes19", dict(batch=32, steps=38000, res=448, lr=0.1, mult=1, dmon=0.2, centroid=0.2, knn=4,
+    ("cityscapes19", dict(batch=32, steps=38000, lr=0.1, mult=1, dmon=0.2, centroid=0.2, knn=4,
                           per_view=False, slots="batch", grid=[12, 24])),
     # Table 7 KITTI-STEP row and section 5.8 (k = 4 among views, grid 6 x 12)
-    ("kitti-step", dict(batch=48, epochs=400, res=448, lr=0.1, dmon=0.2, knn=4, per_view=False, grid=[6, 12])),
+    ("kitti-step", dict(batch=48, epochs=400, lr=0.1, dmon=0.2, knn=4, per_view=False, grid=[6, 12])),
     # bashscripts/coco/train.sh stage 2 + resnet_fcn_hsg.py (x10 transformer lr, 256 slots)
-    ("voc12", dict(batch=48, steps=20000, res=448, lr=8e-3, mult=10, dmon=1.0, centroid=1.0, knn=2,
+    ("voc12", dict(batch=48, steps=20000, lr=8e-3, mult=10, dmon=1.0, centroid=1.0, knn=2,
                    per_view=True, slots=256, grid=[6, 6])),
 ])
 def test_published_settings(dataset, expected):
-    from uss_bench.config import resolve
+    from uss_bench.config import published_config, resolve
     from uss_bench.spec import RunSpec
 
     config = resolve(RunSpec("hsg", dataset, "fcn-resnet50"))
@@ -361,4 +361,6 @@ def test_published_settings(dataset, expected):
                centroid=h["loss_weights"]["centroid"], knn=h["dmon_knn"], per_view=h["dmon_knn_per_view"],
                slots=h["max_nodes"], grid=h["inference_kmeans_grid"])
     assert {k: got[k] for k in expected} == expected
+    # the card's crop; note: the dataset card's default preset (train_res 224) replaces it at resolve time
+    assert published_config(config.card, dataset, "fcn-resnet50")["train"]["train_res"] == 448
     assert h["lr_schedule"] == {"policy": "step", "warmup": 100} and h["loss_weights"]["hierarchy"] == 0.1
