@@ -89,6 +89,7 @@ class TrainSettings:
     num_workers: int = 0
     seed: int = 0
     log_every: int = 10
+    accumulate: int = 1  # micro-batches of batch_size per optimizer step (effective batch = batch_size x accumulate)
 
 
 @dataclass
@@ -195,7 +196,9 @@ def train(
         best, history = ckpt["best"], ckpt["val_history"]
         start_step = resumed_from = ckpt["step"]
     log = JsonlLog(log_path)
-    sampler = StepBatchSampler(len(train_set), s.batch_size, s.seed, start_step, s.steps)
+    sampler = StepBatchSampler(len(train_set), s.batch_size * s.accumulate, s.seed, start_step, s.steps)
+    # Opt-in learning-rate schedule: a method's ``lr_factor(step, total_steps)`` scales the lr it asked for.
+    lr_factor = getattr(method, "lr_factor", None)
     # The loader draws its worker base seed from `generator`, not from the global RNG, so creating
     # it after a resume does not shift the random stream the method's dropout/sampling uses.
     loader = DataLoader(
@@ -223,16 +226,10 @@ def train(
         method_batch = {"image": images, "id": batch["id"], "index": batch["index"]}  # never the labels
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            out = method.training_step(method_batch, step)
-        loss = out.get("loss")
-        code = out.get("code")
-        if code is None:
-            with torch.no_grad():
-                code = method.embed(images)
-        code = code.detach().float()
-        if loss is not None and loss.requires_grad:
-            scaler.scale(loss).backward()
+        out, code, has_grad = _accumulate(method, method_batch, step, s.accumulate, scaler, device.type, use_amp)
+        if has_grad:
+            if lr_factor is not None:
+                _scale_lr(optimizers, float(lr_factor(step, s.steps)))
             if s.clip_grad_norm:
                 for name, opt in optimizers.items():
                     if not name.endswith("_probe"):
@@ -294,6 +291,47 @@ def train(
         resumed_from=resumed_from,
         val_history=history,
     )
+
+
+def _micro_batches(batch: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Split a batch into n consecutive micro-batches (tensors and lists alike)."""
+    size = len(batch["id"]) // n
+    return [{k: v[i * size : (i + 1) * size] for k, v in batch.items()} for i in range(n)]
+
+
+def _accumulate(method: MethodAdapter, batch: dict[str, Any], step: int, n: int, scaler: torch.amp.GradScaler,
+                device_type: str, use_amp: bool) -> tuple[dict[str, Any], torch.Tensor, bool]:
+    """Forward and backward over n micro-batches, each loss backpropagated as loss / n (gradient
+    accumulation; n = 1 is the plain step). -> (outputs, scalar losses averaged over micro-batches
+    when n > 1; probe code of the whole batch; whether any gradient was produced).
+    """
+    outs, codes, has_grad = [], [], False
+    for part in _micro_batches(batch, n) if n > 1 else [batch]:
+        with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+            out = method.training_step(part, step)
+        code = out.get("code")
+        if code is None:
+            with torch.no_grad():
+                code = method.embed(part["image"])
+        codes.append(code.detach().float())
+        loss = out.get("loss")
+        if loss is not None and loss.requires_grad:
+            scaler.scale(loss / n if n > 1 else loss).backward()
+            has_grad = True
+        outs.append(out)
+    if n == 1:
+        return outs[0], codes[0], has_grad
+    merged = {k: torch.stack([o[k].detach() for o in outs]).mean() for k, v in outs[0].items()
+              if k != "code" and torch.is_tensor(v) and v.numel() == 1}
+    return merged, torch.cat(codes), has_grad
+
+
+def _scale_lr(optimizers: dict[str, torch.optim.Optimizer], factor: float) -> None:
+    """Set every method group's lr to factor x the lr it was built with (probes keep theirs)."""
+    for name, opt in optimizers.items():
+        if not name.endswith("_probe"):
+            for group in opt.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
 
 
 def _progress(total: int, initial: int, label: str):

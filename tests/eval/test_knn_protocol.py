@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from uss_bench.eval.evaluators import extra_metrics
-from uss_bench.eval.knn_protocol import MemoryBank, evaluate_knn_segments, knn_vote, segment_majority_labels
+from uss_bench.eval.knn_protocol import (
+    MemoryBank,
+    evaluate_knn_segments,
+    inference_grid,
+    knn_vote,
+    segment_majority_labels,
+)
 from uss_bench.registry import PROTOCOLS
 
 
@@ -65,3 +71,67 @@ def test_protocol_is_registered_with_its_knn_fields():
     assert data["miou_averaging"] == "absent_as_zero" and data["crf"] is False
     assert protocol.with_overrides(knn_k=5).knn_k == 5
     assert extra_metrics(None, PROTOCOLS.get("uss"), None, None) == {}
+
+
+def test_inference_grid_follows_the_method_card_unless_the_protocol_sets_one():
+    protocol = PROTOCOLS.get("hsg-knn")
+    assert protocol.kmeans_grid is None
+    cityscapes = ColourMethod()
+    cityscapes.hparams = {"inference_kmeans_grid": [12, 24]}  # bashscripts/cityscapes/train.sh
+    assert inference_grid(cityscapes, protocol) == (12, 24)
+    assert inference_grid(ColourMethod(), protocol) == (6, 6)  # VOC's grid when the method names none
+    assert inference_grid(cityscapes, protocol.with_overrides(kmeans_grid=(2, 3))) == (2, 3)
+
+
+def test_evaluation_uses_the_official_grid_partition():
+    # 1 x 10 image, grid 1 x 4: linspace(0, 3, 10) = i/3 rounded -> 0,0,1,1,1,2,2,2,3,3 (equal cells
+    # would give 0,0,0,1,1,2,2,2,3,3)
+    method = ColourMethod()
+    method.hparams = {"inference_kmeans_grid": [1, 4]}
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_iterations=0, kmeans_location=False)
+    from uss_bench.eval.knn_protocol import _segments
+
+    _, segs = _segments(method, torch.rand(1, 3, 1, 10), (1, 10), protocol, inference_grid(method, protocol))
+    assert segs[0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+
+
+class RecordingMethod(ColourMethod):
+    def __init__(self, geometry):
+        super().__init__()
+        self.hparams = {"inference_kmeans_grid": [2, 2], "inference_geometry": geometry}
+        self.windows = []
+
+    def embed(self, images):
+        self.windows.append(images.clone())
+        return super().embed(images)
+
+
+def test_official_geometry_resizes_pads_and_slides_windows():
+    from uss_bench.data.transforms import IMAGENET_MEAN
+    from uss_bench.eval.knn_protocol import _segments, inference_geometry
+
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_iterations=0, kmeans_location=False)
+    method = RecordingMethod({"image_size": 12, "crop": [12, 12], "stride": [12, 12]})
+    images = torch.rand(1, 3, 4, 6)
+    emb, segs = _segments(method, images, (4, 6), protocol, (2, 2), inference_geometry(method, protocol))
+    # longer side 6 -> 12: ratio 2, resized 8 x 12, padded to the 12 x 12 crop with the ImageNet mean
+    (window,) = method.windows
+    assert window.shape == (1, 3, 12, 12)
+    assert torch.allclose(window[0, :, 8:, :], torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, 4, 12))
+    assert emb.shape == (1, 2, 8, 12) and segs.shape == (1, 8, 12)
+    # the grid lies over the padded 12 x 12 canvas: rows round(i/11) -> rows 0-5 | 6-11; columns alike
+    assert segs[0, :, 0].tolist() == [0] * 6 + [1] * 2 and segs[0, 0, :].tolist() == [0] * 6 + [2] * 6
+    sliding = RecordingMethod({"image_size": 16, "crop": [8, 8], "stride": [4, 4]})
+    _segments(sliding, torch.rand(1, 3, 4, 8), (4, 8), protocol, (2, 2), inference_geometry(sliding, protocol))
+    assert len(sliding.windows) == 3  # 8 x 16 canvas, windows ending at 8, 12, 16
+    assert inference_geometry(sliding, protocol.with_overrides(geometry="harness")) is None
+
+
+def test_evaluate_knn_segments_at_official_geometry():
+    method = ColourMethod()
+    method.hparams = {"inference_kmeans_grid": [1, 2], "inference_geometry": {"image_size": 8, "crop": [8, 8],
+                                                                                "stride": [8, 8]}}
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_iterations=3, kmeans_location=False, knn_k=2)
+    out = evaluate_knn_segments(method, protocol, [_scene(False, 0), _scene(True, 1)], [_scene(True, 0)],
+                                ["bg", "red", "green"], torch.device("cpu"), batch_size=2)
+    assert out["knn"]["acc"] == pytest.approx(100.0) and out["knn"]["n_pixels"] == 16  # scored at label size

@@ -64,14 +64,15 @@ def test_dmon_padding_masks_assignments_but_counts_slots():
     assert col.item() == pytest.approx(math.sqrt(2) * math.sqrt(2) / 3)  # n = 3 slots incl. padding
 
 
-def test_knn_adjacency_excludes_self_padding_and_other_views():
+def test_knn_adjacency_excludes_self_and_padding_and_keeps_top_k_per_view():
     nodes = torch.tensor([[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [1.0, 0.0]]])
     pad = torch.tensor([[False, False, False, True]])
     adjacency = knn_adjacency(nodes, pad, k=1)
     assert adjacency[0].tolist() == [[0, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
     views = torch.tensor([[0, 1, 1, 0]])
     adjacency = knn_adjacency(nodes, pad, k=1, group=views)
-    assert adjacency[0].tolist() == [[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+    # official COCO rule: the top-1 in *each* view (node 0's own view holds only itself: no edge there)
+    assert adjacency[0].tolist() == [[0, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
 
 
 def test_centroid_contrast_hand_computed():

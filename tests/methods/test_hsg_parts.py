@@ -32,11 +32,11 @@ def test_transformer_assignments_are_row_stochastic_and_propagate():
     assert torch.allclose(p_coarse[~pad].sum(-1), torch.ones(26), atol=1e-6)
 
 
-def test_statistical_feature_mapping_stats_ignore_padding():
+def test_statistical_feature_mapping_stats_mean_ignores_padding():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     stats = masked_mean_std(x, torch.tensor([[False, False, True]]))
-    # mean 2; sum of squares 2 over (count 2 + 1) -> std sqrt(2/3), the official divisor
-    assert stats[0].tolist() == pytest.approx([2.0, (2 / 3) ** 0.5])
+    # mean 2; the padded slot adds (0 - 2)^2 (official): 6 over (count 2 + 1) -> std sqrt(2)
+    assert stats[0].tolist() == pytest.approx([2.0, 2 ** 0.5])
 
 
 def test_grid_init_and_spherical_kmeans_separate_two_directions():

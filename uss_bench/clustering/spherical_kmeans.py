@@ -1,6 +1,6 @@
 """Per-image spherical (vMF) k-means with a grid initialisation, as SegSort and HSG use it.
 
-Features are unit vectors; the initial labels are a uniform ``gh x gw`` grid over the image; the
+Features are unit vectors; the initial labels are the official rounded ``gh x gw`` grid (``grid_labels``); the
 M-step takes the normalised sum of each cluster, the E-step the highest cosine. HSG appends the
 pixel position, (y, x) in [-0.5, 0.5], to the normalised embedding and renormalises (reference §3c).
 Used by HSG's training (segments) and by the segment-kNN protocol (test segments).
@@ -13,11 +13,18 @@ import torch.nn.functional as F
 
 
 def grid_labels(h: int, w: int, grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
-    """[h*w] cell index of each pixel on a ``grid = (gh, gw)`` uniform grid (row-major)."""
+    """[h*w] initial cell of each pixel, as the official ``initialize_cluster_labels``.
+
+    Row cell = round(linspace(0, gh - 1, h)[y]), column cell likewise (round half to even), so the
+    border cells are about half as tall/wide as the inner ones (28 rows, 4 cells: 5/9/9/5 rows).
+    Cells are numbered column-major (row cell + n_row_cells * column cell) and made consecutive,
+    which fixes the order of the k-means clusters and so the E-step's tie-breaking.
+    """
     gh, gw = grid
-    rows = (torch.arange(h, device=device) * gh) // h
-    cols = (torch.arange(w, device=device) * gw) // w
-    return (rows[:, None] * gw + cols[None, :]).reshape(-1)
+    rows = torch.linspace(0, gh - 1, h, device=device).round().long()
+    cols = torch.linspace(0, gw - 1, w, device=device).round().long()
+    cells = rows[:, None] + (int(rows.max()) + 1) * cols[None, :]
+    return torch.unique(cells.reshape(-1), return_inverse=True)[1]
 
 
 def location_features(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:

@@ -23,6 +23,13 @@ def handle_check(args: argparse.Namespace) -> int:
         report = check_dataset(name, args.data_root, full=args.full, sample=args.sample)
         print(report.line(), flush=True)
         failed += not report.ok
+        if args.ucm:  # HSG's over-segmentation maps (methods/hsg.yaml), opt-in
+            from uss_bench.methods.hsg.oversegment import ucm_check_line
+
+            line = ucm_check_line(name, args.data_root, args.sample)
+            if line:
+                print(line, flush=True)
+                failed += " MISSING " in line
     return 1 if failed else 0
 
 
@@ -105,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--data-root", type=Path, default=default_data_root(), help="default $USS_BENCH_DATA or ./data")
     check.add_argument("--full", action="store_true", help="decode every image and label (default: a sample)")
     check.add_argument("--sample", type=int, default=8, help="items decoded per split without --full (default 8)")
+    check.add_argument("--ucm", action="store_true", help="also check HSG's OWT-UCM over-segmentation maps")
     check.set_defaults(func=handle_check)
 
     prepare = sub.add_parser("prepare", help="derived files: STEGO five-crops or kNN tables (resumable)")

@@ -13,16 +13,18 @@ The same pass also scores Normalized Foreground Covering of the method's hierarc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from uss_bench.clustering.spherical_kmeans import kmeans_segments, segment_means
 from uss_bench.data.base import collate
-from uss_bench.data.transforms import to_unit_float, upsample
+from uss_bench.data.transforms import IMAGENET_MEAN, to_unit_float, upsample
 from uss_bench.eval.confusion import ConfusionAccumulator
 from uss_bench.eval.evaluators import register_evaluator
 from uss_bench.eval.matching import identity
@@ -62,22 +64,93 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(0))
 
 
-def _segments(method: Any, images: torch.Tensor, size: tuple[int, int],
-              protocol: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings [B, D, H, W] at label size and their k-means segments [B, H, W]."""
+DEFAULT_GRID = (6, 6)  # VOC's inference grid (bashscripts/coco/train.sh)
+
+
+def inference_grid(method: Any, protocol: Any) -> tuple[int, int]:
+    """The protocol's grid if set, else the method's per-dataset ``inference_kmeans_grid``, else 6x6."""
+    if protocol.kmeans_grid is not None:
+        return tuple(int(v) for v in protocol.kmeans_grid)
+    grid = (getattr(method, "hparams", None) or {}).get("inference_kmeans_grid")
+    return tuple(int(v) for v in grid) if grid else DEFAULT_GRID
+
+
+def inference_geometry(method: Any, protocol: Any) -> dict[str, Any] | None:
+    """The method's official inference geometry (``inference_geometry`` hparam: image_size, crop,
+    stride) unless the protocol asks for the harness geometry (``geometry: harness``)."""
+    if protocol.geometry == "harness":
+        return None
+    geometry = (getattr(method, "hparams", None) or {}).get("inference_geometry")
+    return dict(geometry) if geometry else None
+
+
+def _segments(method: Any, images: torch.Tensor, size: tuple[int, int], protocol: Any,
+              grid: tuple[int, int], geometry: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings [B, D, h, w] and their k-means segments [B, h, w] at the working size: the label
+    size, or with ``geometry`` the official inference size (see ``official_geometry_segments``)."""
+    if geometry is not None:
+        return official_geometry_segments(method, images, protocol, grid, geometry)
     emb = F.normalize(upsample(method.embed(images).float(), size), dim=1)
-    segs = kmeans_segments(emb, tuple(protocol.kmeans_grid), protocol.kmeans_iterations, protocol.kmeans_location)
+    segs = kmeans_segments(emb, grid, protocol.kmeans_iterations, protocol.kmeans_location)
     return emb, segs
+
+
+def official_geometry_segments(method: Any, images: torch.Tensor, protocol: Any, grid: tuple[int, int],
+                               geometry: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official inference (pyscripts/inference/prototype.py, inference.py) on the given images.
+
+    Resize so the longer side is ``image_size`` (sizes truncated, as cv2 there), pad right/bottom
+    with the ImageNet mean (0 after normalisation) to at least ``crop``, embed sliding ``crop``
+    windows at ``stride`` (each embedding bilinearly upsampled to its window, unit-normalised,
+    overlaps averaged), then k-means with the grid laid over the padded canvas and padding ignored.
+    Returns embeddings and segments cropped to the resized image [B, D, rh, rw], [B, rh, rw].
+    """
+    b, _, h, w = images.shape
+    ratio = min(float(geometry["image_size"]) / h, float(geometry["image_size"]) / w)
+    rh, rw = int(ratio * h), int(ratio * w)
+    crop_h, crop_w = (int(v) for v in geometry["crop"])
+    stride_h, stride_w = (int(v) for v in geometry["stride"])
+    resized = F.interpolate(images, size=(rh, rw), mode="bilinear", align_corners=False)
+    ph, pw = max(rh, crop_h), max(rw, crop_w)
+    canvas = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1).expand(b, 3, ph, pw).clone()
+    canvas[:, :, :rh, :rw] = resized
+    ends_h = np.linspace(crop_h, ph, math.ceil((ph - crop_h) / stride_h) + 1, dtype=np.int32)
+    ends_w = np.linspace(crop_w, pw, math.ceil((pw - crop_w) / stride_w) + 1, dtype=np.int32)
+    total, counts = None, canvas.new_zeros(1, 1, ph, pw)
+    for eh in ends_h:
+        for ew in ends_w:
+            window = canvas[:, :, eh - crop_h : eh, ew - crop_w : ew]
+            emb = F.normalize(upsample(method.embed(window).float(), (crop_h, crop_w)), dim=1)
+            if total is None:
+                total = emb.new_zeros(b, emb.shape[1], ph, pw)
+            total[:, :, eh - crop_h : eh, ew - crop_w : ew] += emb
+            counts[:, :, eh - crop_h : eh, ew - crop_w : ew] += 1
+    emb = total / counts  # averaged, not renormalised (as official)
+    valid = torch.zeros(b, ph, pw, dtype=torch.bool, device=images.device)
+    valid[:, :rh, :rw] = True
+    segs = kmeans_segments(emb, grid, protocol.kmeans_iterations, protocol.kmeans_location, valid)
+    return emb[:, :, :rh, :rw], segs[:, :rh, :rw]
+
+
+def _to_size(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of integer maps [B, H, W] (labels to the working size, predictions back)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 @torch.no_grad()
 def build_memory_bank(method: Any, dataset: Dataset, protocol: Any, n_classes: int, device: torch.device,
                       batch_size: int = 16, num_workers: int = 0) -> MemoryBank:
     protos, labels = [], []
+    grid = inference_grid(method, protocol)
+    geometry = inference_geometry(method, protocol)
+    n_seg = grid[0] * grid[1]
     for batch in _loader(dataset, batch_size, num_workers):
         gt = batch["label"].to(device)
-        emb, segs = _segments(method, to_unit_float(batch["image"].to(device)), tuple(gt.shape[-2:]), protocol)
-        n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+        images = to_unit_float(batch["image"].to(device))
+        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol, grid, geometry)
+        gt = _to_size(gt, tuple(segs.shape[-2:]))  # the official memory bank reads labels resized (nearest)
         for b in range(emb.shape[0]):
             flat = emb[b].flatten(1).T
             seg = segs[b].reshape(-1)
@@ -102,11 +175,13 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
     bank = build_memory_bank(method, train_set, protocol, n_classes, device, batch_size, num_workers)
     confusion = ConfusionAccumulator(n_classes, n_classes)
     covering: HierarchyCovering | None = None
-    n_seg = protocol.kmeans_grid[0] * protocol.kmeans_grid[1]
+    grid = inference_grid(method, protocol)
+    geometry = inference_geometry(method, protocol)
+    n_seg = grid[0] * grid[1]
     for batch in _loader(eval_set, batch_size, num_workers):
         gt = batch["label"]
         images = to_unit_float(batch["image"].to(device))
-        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol)
+        emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol, grid, geometry)
         pred = torch.full_like(segs, -1)
         for b in range(emb.shape[0]):
             seg = segs[b].reshape(-1)
@@ -115,15 +190,17 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
             lookup = torch.full((n_seg,), -1, dtype=torch.long, device=seg.device)
             lookup[present] = votes
             pred[b] = lookup[segs[b].clamp(min=0)]
-        confusion.update(pred, gt)
-        levels = _hierarchy(method, images, segs)
+        label_size = tuple(gt.shape[-2:])
+        confusion.update(_to_size(pred, label_size), gt)  # predictions back to label size, nearest
+        levels = _hierarchy(method, images, _to_size(segs, label_size))
         if covering is None:
             covering = HierarchyCovering([name for name, _ in levels], protocol.nfc_background, protocol.nfc_regions)
         for b in range(gt.shape[0]):
             covering.update([maps[b].cpu().numpy() for _, maps in levels], gt[b].numpy())
     method.train(was_training)
     metrics = segmentation_metrics(confusion.matrix, identity(confusion.matrix), "absent_as_zero").as_dict(class_names)
-    metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k)
+    metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k,
+                   kmeans_grid=list(grid))
     return {"knn": metrics, "nfcovering": covering.result() if covering is not None else {}}
 
 

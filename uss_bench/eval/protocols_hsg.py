@@ -16,7 +16,12 @@ from uss_bench.eval.protocol import Protocol, register
 class SegmentKnnProtocol(Protocol):
     evaluator: str = "knn-segments"
     knn_k: int = 20  # top-20 neighbours, unweighted majority vote
-    kmeans_grid: tuple[int, int] = (6, 6)  # VOC inference grid; Cityscapes uses (12, 24)
+    # None = the method's ``inference_kmeans_grid`` (per dataset in its card: VOC/COCO 6x6, Cityscapes
+    # 12x24, as the official inference scripts), else VOC's 6x6; a value here overrides both.
+    kmeans_grid: tuple[int, int] | None = None
+    # "official": the method's inference_geometry (longer side -> image_size, pad to crop, sliding
+    # windows; VOC 512, Cityscapes 2048 / 1024x2048) applied to the eval images; "harness": eval_res.
+    geometry: str = "official"
     kmeans_iterations: int = 15
     kmeans_location: bool = True  # append normalised (y, x) before clustering, as in training
     nfc_background: tuple[int, ...] = (0,)  # class ids that are not foreground for NFCovering
@@ -33,7 +38,9 @@ register(
         checkpoint_selection="last",
         notes=(
             "The memory bank is built from the train split with its ground truth, by design of the protocol.",
-            "Official geometry is full resolution (VOC: longer side 512, padded); here the dataset's eval_res.",
+            "geometry official: the method's inference size (VOC longer side 512 padded to 512x512, Cityscapes "
+            "2048 with 1024x2048 windows) applied to the eval images, which the harness has already resized to "
+            "eval_res (the official code starts from the original file); predictions return to label size, nearest.",
             "cluster/linear metrics are the engine's probes; the protocol's own numbers are metrics.knn.",
             "NFCovering (HSG Eq. 10) has no official code; region definition and averaging are ours.",
         ),

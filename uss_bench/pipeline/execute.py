@@ -138,7 +138,8 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             spec.dataset, env.data_root, protocol.eval_split,
             SegTransform(protocol.eval_res, protocol.crop, protocol.image_interpolation), spec.preset, **data_options,
         )
-        steps_per_epoch = max(1, len(train_set) // tcfg["batch_size"])
+        accumulate = int(tcfg.get("accumulate") or 1)  # micro-batches per step (gradient accumulation)
+        steps_per_epoch = max(1, len(train_set) // (tcfg["batch_size"] * accumulate))
         if tcfg.get("epochs"):
             tcfg["steps"] = int(tcfg["epochs"]) * steps_per_epoch
         method = build_method(config, env, train_set.n_classes, steps_per_epoch)
@@ -155,6 +156,7 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             checkpoint_every=env.checkpoint_every,
             num_workers=env.num_workers,
             seed=spec.seed,
+            accumulate=accumulate,
         )
         eval_kwargs = dict(
             class_names=train_set.classes, device=device, batch_size=int(tcfg["eval_batch_size"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uss_bench.config import resolve
 from uss_bench.data.build import dataset_problems
 from uss_bench.pipeline.env import RunEnv
-from uss_bench.registry import BACKBONES
+from uss_bench.registry import BACKBONES, METHODS
 from uss_bench.spec import RunSpec
 
 
@@ -29,4 +29,7 @@ def preflight(specs: list[RunSpec], env: RunEnv) -> list[str]:
             message = checker(env.weights_dir) if checker else None
             if message:
                 problems.append(message)
+        method_check = getattr(METHODS.get(spec.method), "preflight_problems", None)  # optional method hook
+        if method_check is not None:
+            problems += [p for p in method_check(resolve(spec), env) if p not in problems]
     return problems

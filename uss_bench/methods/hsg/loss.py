@@ -2,8 +2,9 @@
 
 - ``segsort_contrastive``: the SegSort pixel-to-segment NCA loss with concentration kappa (= 1/T).
 - ``knn_adjacency`` + ``dmon_losses``: DMoN modularity and collapse on a binarised kNN graph of the
-  segment prototypes. The official code normalises by Z = 2 * sum(d), twice the standard 2m = sum(d);
-  ``normalizer="official"`` reproduces it, ``"standard"`` is DMoN's.
+  segment prototypes (the official ``affinity_matrix_as_attention`` + ``DMonLoss``). The official
+  code normalises by Z = 2 * sum(d), twice the standard 2m = sum(d); ``normalizer="official"``
+  reproduces it, ``"standard"`` is DMoN's.
 - ``centroid_contrast``: every normalised centroid against all centroids of the batch, itself the
   only positive (a repulsion / uniformity term).
 """
@@ -42,20 +43,28 @@ def segsort_contrastive(pixels: torch.Tensor, pixel_segment: torch.Tensor, proto
 @torch.no_grad()
 def knn_adjacency(nodes: torch.Tensor, pad: torch.Tensor, k: int, group: torch.Tensor | None = None,
                   bandwidth: float = 5.0) -> torch.Tensor:
-    """Binarised kNN graph [B, n, n] of exp(bandwidth * <x_i, x_j>) over valid nodes.
+    """Binarised kNN graph [B, n, n] of exp(bandwidth * <x_i, x_j>), the official rule.
 
-    Self-loops and padded nodes are removed; with ``group`` ([B, n], e.g. the view of each node)
-    neighbours are searched only within the same group (HSG's COCO variant).
+    Padded nodes get no edges; self-loops are removed when a graph has more than one valid node.
+    Without ``group`` every node keeps its k most similar valid nodes (ties at the k-th value kept).
+    With ``group`` ([B, n], the view of each node: HSG's COCO variant) every node keeps its k most
+    similar nodes *in every group*, k capped by the group's size, so about half the edges of two
+    views cross them. The graph is not symmetrised.
     """
+    b, n, _ = nodes.shape
+    valid = ~pad
     affinity = torch.exp(bandwidth * nodes @ nodes.transpose(1, 2))
-    allowed = ~pad[:, :, None] & ~pad[:, None, :]
-    allowed &= ~torch.eye(nodes.shape[1], dtype=torch.bool, device=nodes.device)
-    if group is not None:
-        allowed &= group[:, :, None] == group[:, None, :]
-    affinity = affinity.masked_fill(~allowed, -1.0)
-    top = affinity.topk(min(k, nodes.shape[1]), dim=-1)
-    adjacency = torch.zeros_like(affinity).scatter_(-1, top.indices, 1.0)
-    return adjacency * allowed  # a node with fewer than k allowed neighbours keeps only real edges
+    affinity = affinity * (valid[:, :, None] & valid[:, None, :]).to(affinity.dtype)
+    several = valid.sum(dim=1) > 1
+    self_loop = torch.eye(n, dtype=torch.bool, device=nodes.device)[None] & several[:, None, None]
+    affinity = affinity.masked_fill(self_loop, 0.0)
+    group = torch.zeros_like(pad, dtype=torch.long) if group is None else group
+    for i in range(b):
+        for g in torch.unique(group[i][valid[i]]):
+            columns = valid[i] & (group[i] == g)
+            kth = affinity[i][:, columns].topk(min(k, int(columns.sum())), dim=1).values[:, -1]
+            affinity[i] = affinity[i].masked_fill(columns[None, :] & (affinity[i] < kth[:, None]), 0.0)
+    return (affinity > 0).to(nodes.dtype)
 
 
 def dmon_losses(adjacency: torch.Tensor, assignment: torch.Tensor, valid: torch.Tensor | None = None,

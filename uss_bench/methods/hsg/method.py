@@ -29,9 +29,10 @@ from torch import nn
 from uss_bench.data.transforms import upsample
 from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.methods.hsg.loss import centroid_contrast, dmon_losses, knn_adjacency, segsort_contrastive
-from uss_bench.methods.hsg.oversegment import OverSegmenter
+from uss_bench.methods.hsg.oversegment import OverSegmenter, ucm_problems
+from uss_bench.methods.hsg.schedule import lr_factor
 from uss_bench.methods.hsg.segments import Segments, build_segments, per_image_nodes
-from uss_bench.methods.hsg.transformer import ClusteringTransformer, ClusterOutput, propagate
+from uss_bench.methods.hsg.transformer import ClusteringTransformer, ClusterOutput, group_means, propagate
 from uss_bench.methods.hsg.views import ViewAugment
 from uss_bench.registry import BACKBONES, METHODS
 
@@ -45,20 +46,31 @@ class EmbeddingHead(nn.Sequential):
 
 
 class SegmentPositions(nn.Module):
-    """Learned row/column tables; a segment's positional embedding is the mean over its pixels."""
+    """Learned positional embedding (official ``PositionEmbeddingLearned``) averaged over each segment.
+
+    Two tables of ``size`` x d/2, initialised U[0, 1); a pixel at (row y, col x) of the feature map
+    gets [col_table[x]; row_table[y]] (column half first, as the official code concatenates them).
+    """
 
     def __init__(self, d: int, size: int = 50) -> None:
         super().__init__()
         self.rows = nn.Embedding(size, d // 2)
-        self.cols = nn.Embedding(size, d - d // 2)
+        self.cols = nn.Embedding(size, d // 2)
+        nn.init.uniform_(self.rows.weight)
+        nn.init.uniform_(self.cols.weight)
         self.size = size
+
+    def pixel_table(self, h: int, w: int, scale: float = 1.0) -> torch.Tensor:
+        """[h, w, d] embedding of every pixel; ``scale`` maps pixel indices to feature-map cells."""
+        device = self.rows.weight.device
+        rows = (torch.arange(h, device=device).float() * scale).long().clamp(max=self.size - 1)
+        cols = (torch.arange(w, device=device).float() * scale).long().clamp(max=self.size - 1)
+        return torch.cat([self.cols(cols)[None].expand(h, w, -1), self.rows(rows)[:, None].expand(h, w, -1)], -1)
 
     def forward(self, pixel_segment: torch.Tensor, n_segments: int, shape: tuple[int, int, int],
                 scale: float = 1.0) -> torch.Tensor:
         v, h, w = shape
-        rows = (torch.arange(h, device=pixel_segment.device).float() * scale).long().clamp(max=self.size - 1)
-        cols = (torch.arange(w, device=pixel_segment.device).float() * scale).long().clamp(max=self.size - 1)
-        table = torch.cat([self.rows(rows)[:, None].expand(h, w, -1), self.cols(cols)[None].expand(h, w, -1)], -1)
+        table = self.pixel_table(h, w, scale)
         pixel_pos = table.expand(v, h, w, -1).reshape(-1, table.shape[-1])
         keep = pixel_segment >= 0
         sums = pixel_pos.new_zeros(n_segments, pixel_pos.shape[1]).index_add_(0, pixel_segment[keep], pixel_pos[keep])
@@ -114,10 +126,42 @@ class HSG(MethodAdapter):
         self.augment = ViewAugment(size=context.train_res, n_views=int(self.hparam("views")),
                                    scale=tuple(self.hparam("scale_range")))
         self.oversegmenter = OverSegmenter(dict(self.hparam("oversegmentation")), context.data_root, context.train_res)
+        self.lr_factor(0, 1)  # an unknown lr_schedule.policy fails here, before any training
+        if self.hparams.get("init_from"):
+            self._load_stage1(Path(self.hparams["init_from"]))
         momentum = self.hparams.get("bn_momentum", 0.1)  # None = cumulative average (short CPU runs)
         for module in self.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = momentum
+
+    # ---- checks and stages ---------------------------------------------------------------------
+    @classmethod
+    def preflight_problems(cls, config: Any, env: Any) -> list[str]:
+        """Before any work: the OWT-UCM maps (where they come from if missing) and the stage-1 weights."""
+        hparams = config.hparams
+        problems = ucm_problems(dict(hparams.get("oversegmentation") or {}), env.data_root, config.spec.dataset)
+        init_from = hparams.get("init_from")
+        if init_from and not Path(init_from).is_file():
+            problems.append(f"hsg: hparams.init_from (stage-1 weights for stage 2) not found: {init_from}")
+        return problems
+
+    def _load_stage1(self, path: Path) -> None:
+        """Stage 2 starts from stage 1's network (trunk + embedding head), as the official PRETRAINED."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("method", state)  # a uss-bench checkpoint, or weights written by export_to
+        wanted = {k: v for k, v in state.items() if k.startswith(("trunk.", "head."))}
+        own = {k for k in self.state_dict() if k.startswith(("trunk.", "head."))}
+        if set(wanted) != own:
+            raise ValueError(f"hsg: {path} does not hold this network's trunk and head "
+                             f"({len(own - set(wanted))} missing, {len(set(wanted) - own)} unexpected tensors)")
+        self.load_state_dict(wanted, strict=False)
+
+    def before_eval(self, train_set: Any, protocol: Any) -> None:
+        """``export_to``: write the trained trunk + head for a later stage (``init_from``)."""
+        target = self.hparams.get("export_to")
+        if target:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v for k, v in self.state_dict().items() if k.startswith(("trunk.", "head."))}, target)
 
     # ---- features ---------------------------------------------------------------------------
     @property
@@ -168,13 +212,23 @@ class HSG(MethodAdapter):
         finally:
             self.train()
 
+    def node_slots(self, source: torch.Tensor, n_images: int) -> int:
+        """Node slots per image: a fixed number (COCO's 256) or ``batch``, the largest segment count
+        of an image in this batch (the official Cityscapes variant)."""
+        setting = self.hparam("max_nodes")
+        if str(setting) == "batch":
+            return max(1, int(torch.bincount(source, minlength=n_images).max()))
+        return int(setting)
+
     def _cluster(self, prototypes: torch.Tensor, positions: torch.Tensor, source: torch.Tensor, n_images: int
                  ) -> tuple[ClusterOutput, ClusterOutput, torch.Tensor, torch.Tensor, torch.Tensor]:
-        max_nodes = int(self.hparam("max_nodes"))
-        nodes, pad, slot = per_image_nodes(prototypes, source, n_images, max_nodes)
-        pos, _, _ = per_image_nodes(positions, source, n_images, max_nodes)
+        slots = self.node_slots(source, n_images)
+        nodes, pad, slot = per_image_nodes(prototypes, source, n_images, slots)
+        pos, _, _ = per_image_nodes(positions, source, n_images, slots)
         fine = self.fine(nodes, pad, pos)
-        coarse = self.coarse(fine.features)
+        # The coarse level's positional input: the mean positional embedding of each fine cluster.
+        coarse_pos = group_means(pos, fine.logits.argmax(-1), pad, fine.centroids.shape[1])
+        coarse = self.coarse(fine.features, None, coarse_pos)
         return fine, coarse, nodes, pad, slot
 
     def _hierarchy_losses(self, pixels: torch.Tensor, segs: Segments, n_images: int,
@@ -193,13 +247,14 @@ class HSG(MethodAdapter):
             key = -1 - torch.arange(segs.count, device=slot.device)  # overflowed segments: own key
             key = torch.where(fits, segs.source * k + group[slot.clamp(min=0)], key)
             out[name] = segsort_contrastive(pixels, segs.pixel_segment, segs.prototypes, key, kappa)
-        view_of_node, _, _ = per_image_nodes(segs.view, segs.source, n_images, int(self.hparam("max_nodes")))
-        same_view = view_of_node if bool(self.hparam("dmon_same_view")) else None
-        adjacency = knn_adjacency(nodes.detach(), pad, int(self.hparam("dmon_knn")), same_view)
+        view_of_node, _, _ = per_image_nodes(segs.view, segs.source, n_images, nodes.shape[1])
+        per_view = view_of_node if bool(self.hparam("dmon_knn_per_view")) else None
+        adjacency = knn_adjacency(nodes.detach(), pad, int(self.hparam("dmon_knn")), per_view)
         normalizer = str(self.hparam("dmon_normalizer"))
+        # Both levels on the segment graph, as the official training loss (DMonLoss on the fine and
+        # the propagated coarse assignments); the collapse term divides by the node slots.
         mod_f, col_f = dmon_losses(adjacency, p_fine, ~pad, normalizer)
-        coarse_graph = p_fine.transpose(1, 2) @ adjacency @ p_fine  # the graph of fine clusters
-        mod_c, col_c = dmon_losses(coarse_graph, c_coarse, None, normalizer)
+        mod_c, col_c = dmon_losses(adjacency, p_coarse, ~pad, normalizer)
         out["dmon_modularity"] = mod_f + mod_c
         out["dmon_collapse"] = col_f + col_c
         out["centroid"] = (centroid_contrast(fine.centroids.reshape(-1, fine.centroids.shape[-1]), kappa)
@@ -240,6 +295,11 @@ class HSG(MethodAdapter):
         return levels
 
     # ---- optimisation -----------------------------------------------------------------------------
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """The shared training loop's opt-in schedule hook: the official ``lr_policy`` (schedule.py)."""
+        schedule = dict(self.hparams.get("lr_schedule") or {"policy": "constant"})
+        return lr_factor(str(schedule["policy"]), step, total_steps, int(schedule.get("warmup", 100)))
+
     def param_groups(self) -> list[dict[str, Any]]:
         """SGD; biases x2 lr and no weight decay; transformer parts x``transformer_lr_mult`` (reference §3c/e)."""
         opt = self.hparam("optimizer")

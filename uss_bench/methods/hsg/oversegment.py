@@ -1,13 +1,14 @@
 """Over-segmentations: HSG's only training signal besides the images (reference §3a).
 
-``ucm``: precomputed OWT-UCM region maps (official layout: one PNG of region ids per image, e.g.
-``VOC2012/rf_0.25_48/<id>.png`` or ``seginst/pmi_0.05/<name>.png``), read from ``ucm_dir`` (absolute,
-or relative to the data root) and resized/cropped like the training images (nearest, shorter side
--> train_res, centre crop). The official maps come from MATLAB (SE/PMI edges -> OWT -> UCM), which
-uss-bench cannot run, so without them a documented scikit-image substitute is computed from the
-image itself: ``felzenszwalb`` (graph-based, Felzenszwalb & Huttenlocher 2004, cited by HSG) or
-``slic`` superpixels. The choice is the ``oversegmentation.source`` hyper-parameter, so every record
-states which one a run used.
+``ucm`` (the official signal): precomputed OWT-UCM region maps, one PNG of region ids per image
+(e.g. ``VOC2012/rf_0.25_48/<id>.png``, ``seginst/pmi_0.05/<id>_leftImg8bit.png``), read from
+``ucm_dir`` (absolute, or relative to the data root) as ``ucm_pattern`` (default ``{id}.png``) and
+resized/cropped like the training images (nearest, shorter side -> train_res, centre crop).
+``ucm_origin`` says where each dataset's maps come from; preflight names it when they are missing.
+The maps are made in MATLAB (SE/PMI edges -> OWT -> UCM), which uss-bench cannot run; a user may
+choose instead, explicitly and recorded in the run's hparams, a scikit-image substitute computed
+from the image itself: ``felzenszwalb`` (Felzenszwalb & Huttenlocher 2004, cited by HSG; the
+default only on synthetic data) or ``slic`` superpixels. There is no silent fallback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 SOURCES = ("ucm", "felzenszwalb", "slic")
+# Where the official maps come from (twke18/HSG README and tools/README.md).
+UCM_SOURCES = {
+    "voc12": "SE-OWT-UCM masks rf_0.25_48, released by twke18/HSG (README, 'Pascal VOC': Google Drive link)",
+    "cocostuff": "SE-OWT-UCM masks seginst/rf_0.25_48 for MSCOCO train2017, released by twke18/HSG (README, 'MSCOCO')",
+    "cityscapes": "PMI-OWT-UCM masks seginst/pmi_0.05, released by twke18/HSG (README, 'Cityscapes')",
+}
+UCM_GENERATE = ("no released maps: generate them with twke18/HSG tools/generate_pmi_owt_ucm.m or "
+                "tools/generate_se_owt_ucm.m (MATLAB, tools/README.md)")
+
+
+def ucm_origin(dataset: str) -> str:
+    """Where a dataset's official OWT-UCM maps come from, in words."""
+    for prefix, origin in UCM_SOURCES.items():
+        if dataset.startswith(prefix):
+            return origin
+    return UCM_GENERATE
 
 
 def relabel(regions: np.ndarray) -> np.ndarray:
@@ -41,6 +58,32 @@ def read_region_png(path: Path) -> np.ndarray:
     return array.astype(np.int64)
 
 
+def resolve_ucm_dir(settings: dict[str, Any], data_root: Path | None) -> Path | None:
+    if not settings.get("ucm_dir"):
+        return None
+    ucm_dir = Path(settings["ucm_dir"])
+    return ucm_dir if ucm_dir.is_absolute() or data_root is None else Path(data_root) / ucm_dir
+
+
+def ucm_problems(settings: dict[str, Any], data_root: Path | None, dataset: str) -> list[str]:
+    """One line per reason the over-segmentation settings cannot run (for preflight), else []."""
+    source = settings.get("source", "ucm")
+    if source not in SOURCES:
+        return [f"hsg: oversegmentation.source must be one of {', '.join(SOURCES)}, got {source!r}"]
+    if source != "ucm":
+        return []
+    fallback = "or choose a recorded substitute with --set 'hparams.oversegmentation={source: felzenszwalb}'"
+    ucm_dir = resolve_ucm_dir(settings, data_root)
+    if ucm_dir is None:
+        return [f"hsg on {dataset}: oversegmentation.source=ucm needs oversegmentation.ucm_dir (the OWT-UCM "
+                f"region PNGs; {ucm_origin(dataset)}); name the directory in hparams.oversegmentation.ucm_dir, "
+                f"{fallback}"]
+    if not ucm_dir.is_dir():
+        return [f"hsg on {dataset}: OWT-UCM directory not found: {ucm_dir} (oversegmentation.ucm_dir, files "
+                f"{settings.get('ucm_pattern') or '{id}.png'}); {ucm_origin(dataset)}; {fallback}"]
+    return []
+
+
 class OverSegmenter:
     """images (uint8 [B,3,H,W]) + ids -> region maps (int64 [B,H,W], consecutive ids per image)."""
 
@@ -55,8 +98,7 @@ class OverSegmenter:
         if self.source == "ucm":
             if not settings.get("ucm_dir"):
                 raise ValueError("hsg: oversegmentation.source=ucm needs oversegmentation.ucm_dir (the OWT-UCM PNGs)")
-            ucm_dir = Path(settings["ucm_dir"])
-            self.ucm_dir = ucm_dir if ucm_dir.is_absolute() or data_root is None else Path(data_root) / ucm_dir
+            self.ucm_dir = resolve_ucm_dir(settings, data_root)
             if not self.ucm_dir.is_dir():
                 raise FileNotFoundError(f"hsg: OWT-UCM directory not found: {self.ucm_dir} (oversegmentation.ucm_dir)")
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -91,7 +133,7 @@ class OverSegmenter:
         return relabel(regions)
 
     def _ucm(self, image_id: str, size: tuple[int, int]) -> np.ndarray:
-        path = self.ucm_dir / f"{image_id}.png"
+        path = self.ucm_dir / str(self.settings.get("ucm_pattern") or "{id}.png").format(id=image_id)
         if not path.is_file():
             raise FileNotFoundError(f"hsg: missing OWT-UCM region map {path} for image {image_id!r}")
         regions = torch.from_numpy(read_region_png(path))[None]
@@ -100,3 +142,32 @@ class OverSegmenter:
         if tuple(regions.shape) != size:
             raise ValueError(f"hsg: region map {path} gives {tuple(regions.shape)} after resizing, images are {size}")
         return relabel(regions.numpy())
+
+
+def ucm_check_line(dataset: str, data_root: Path, sample: int = 8) -> str | None:
+    """``datasets check --ucm``: one line on HSG's OWT-UCM maps for a dataset (None when its HSG config
+    uses no UCM maps, e.g. synthetic). Names the directory, the file pattern and where maps come from."""
+    from uss_bench.config import resolve
+    from uss_bench.data.build import build_dataset
+    from uss_bench.data.transforms import SegTransform
+    from uss_bench.spec import RunSpec
+
+    config = resolve(RunSpec("hsg", dataset, "fcn-resnet50"))
+    settings = dict(config.hparams.get("oversegmentation") or {})
+    if settings.get("source", "ucm") != "ucm":
+        return None
+    problems = ucm_problems(settings, data_root, dataset)
+    if problems:
+        return f"{dataset} hsg-ucm: MISSING - {problems[0]}"
+    ucm_dir = resolve_ucm_dir(settings, data_root)
+    pattern = str(settings.get("ucm_pattern") or "{id}.png")
+    try:
+        train = build_dataset(dataset, data_root, config.dataset_card.get("train_split", "train"), SegTransform(64))
+        ids = [train.items[i].id for i in range(min(sample, len(train.items)))]
+    except Exception as exc:  # the dataset itself is reported by the regular check
+        return f"{dataset} hsg-ucm: {ucm_dir} present; train ids not readable ({exc})"
+    absent = [i for i in ids if not (ucm_dir / pattern.format(id=i)).is_file()]
+    if absent:
+        return (f"{dataset} hsg-ucm: MISSING - {len(absent)}/{len(ids)} sampled train ids have no map, e.g. "
+                f"{ucm_dir / pattern.format(id=absent[0])}; {ucm_origin(dataset)}")
+    return f"{dataset} hsg-ucm: ok {ucm_dir} ({pattern}; {len(ids)}/{len(ids)} sampled train ids)"

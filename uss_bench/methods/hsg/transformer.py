@@ -2,7 +2,7 @@
 
 A DETR-style encoder-decoder (post-norm, BatchNorm in place of LayerNorm, dropout 0.1). The encoder
 turns the level-l nodes X_l into Y_l; "statistical feature mapping": the mean and std of Y_l over
-the valid nodes go through fc layers and form the decoder input for every query, while the learned
+the nodes (``masked_mean_std``) go through fc layers and form the decoder input for every query, while the learned
 query embeddings act as the queries' positional part. Two heads on the decoder output: the
 centroids used for assignment (ReLU-Linear-BN) and the centroid features X_{l+1} passed to the next
 level. Transition C_l^{l+1} = softmax over clusters of <centroid_k, y_s> / sqrt(d).
@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -111,12 +112,31 @@ class ClusteringTransformer(nn.Module):
 
 
 def masked_mean_std(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-    """[B, n, d] -> [B, 2d] = [mean; std] over valid tokens (std divides by count + 1, as official)."""
-    weight = torch.ones(x.shape[:2], device=x.device, dtype=x.dtype) if pad is None else (~pad).to(x.dtype)
-    count = weight.sum(1, keepdim=True).clamp(min=1)
-    mean = (x * weight[..., None]).sum(1) / count
-    var = (((x - mean[:, None]) * weight[..., None]) ** 2).sum(1) / (count + 1)
-    return torch.cat([mean, var.clamp(min=1e-12).sqrt()], dim=-1)  # eps: sqrt'(0) is inf
+    """[B, n, d] -> [B, 2d] = [mean; std] of the encoder output, the official statistic.
+
+    With a padding mask (fine level): mean over the valid tokens; the squared deviations are summed
+    over *every* slot, a padded slot (zeroed) contributing (0 - mean)^2, and divided by count + 1.
+    Without one (coarse level): ``torch.std``, i.e. divided by n - 1.
+    """
+    if pad is None:
+        mean = x.mean(dim=1)
+        var = x.var(dim=1, unbiased=True)
+    else:
+        weight = (~pad).to(x.dtype)[..., None]
+        count = weight.sum(1).clamp(min=1)
+        masked = x * weight
+        mean = masked.sum(1) / count
+        var = ((masked - mean[:, None]) ** 2).sum(1) / (count + 1)
+    return torch.cat([mean, var.clamp(min=1e-12).sqrt()], dim=-1)  # eps: sqrt'(0) is inf (official has none)
+
+
+def group_means(values: torch.Tensor, labels: torch.Tensor, pad: torch.Tensor | None, n_groups: int) -> torch.Tensor:
+    """values [B, n, d], labels [B, n] in [0, n_groups) -> [B, n_groups, d] mean over the non-padded
+    nodes of each group; an empty group gets 0 (the official ``_collect_nd_coarser_prototype``)."""
+    weight = torch.ones_like(labels, dtype=values.dtype) if pad is None else (~pad).to(values.dtype)
+    onehot = F.one_hot(labels, n_groups).to(values.dtype) * weight[..., None]  # [B, n, K]
+    sums = onehot.transpose(1, 2) @ values
+    return sums / onehot.sum(1)[..., None].clamp(min=1e-12)
 
 
 def propagate(fine: torch.Tensor, transition: torch.Tensor) -> torch.Tensor:
