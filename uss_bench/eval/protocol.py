@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uss_bench.eval.crf_kernel import CRFParams
@@ -51,6 +51,9 @@ class Protocol:
         unknown = set(changes) - set(self.as_dict())
         if unknown:
             raise ValueError(f"unknown protocol option(s) {sorted(unknown)}; known: {sorted(self.as_dict())}")
+        # YAML and --set give lists; a field declared as a tuple gets its tuple back
+        tuple_fields = {f.name for f in fields(self) if str(f.type).startswith("tuple")}
+        changes = {k: tuple(v) if k in tuple_fields and isinstance(v, list) else v for k, v in changes.items()}
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
