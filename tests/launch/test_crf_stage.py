@@ -121,4 +121,5 @@ def test_writer_for_run_takes_the_protocol_settings(tmp_path: Path):
     writer = crf_stage.writer_for_run(tmp_path, "r5", protocol, CLASSES)
     assert writer.out_dir == tmp_path / "logits" / "r5"
     assert writer.meta == {"crf_params": protocol.crf_params, "matching": protocol.matching,
-                           "miou_averaging": protocol.miou_averaging, "class_names": CLASSES}
+                           "miou_averaging": protocol.miou_averaging,
+                           "extra_cluster_pixels": protocol.extra_cluster_pixels, "class_names": CLASSES}
