@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from uss_bench.eval.engine import evaluate
 from uss_bench.eval.matching import hungarian
 from uss_bench.eval.metrics import prepare_cluster_confusion, segmentation_metrics
+from uss_bench.eval.probes import Probes
+from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.registry import PROTOCOLS
 
 # rows = clusters 0, 1 and the extra cluster 2; columns = classes 0, 1
@@ -54,3 +58,42 @@ def test_protocols_name_the_rule():
         PROTOCOLS.get("uss").with_overrides(extra_cluster_pixels="drop")
     with pytest.raises(ValueError, match="unknown extra_cluster_pixels"):
         prepare_cluster_confusion(CONF, "drop")
+
+
+class _Columns(MethodAdapter):
+    """Embeds each pixel as a one-hot of its column's cluster (columns 0,1 -> 0, 2 -> 1, 3 -> 2)."""
+
+    name = "columns"
+
+    def __init__(self):
+        super().__init__(None, 2, {}, MethodContext("t", "none", 2, 1, 1, 1, 4))
+
+    @property
+    def embed_dim(self):
+        return 3
+
+    def embed(self, images):
+        code = torch.zeros(images.shape[0], 3, *images.shape[-2:])
+        for col, cluster in enumerate([0, 0, 1, 2]):
+            code[:, cluster, :, col] = 1.0
+        return code
+
+
+def _evaluate(protocol_name):
+    label = torch.tensor([[0, 0, 1, -1], [0, 0, 1, 1]])  # column 3 (cluster 2) holds one valid pixel of b
+    data = [{"image": torch.zeros(3, 2, 4, dtype=torch.uint8), "label": label, "id": "0", "index": 0}]
+    probes = Probes(3, 2, extra_clusters=1)
+    with torch.no_grad():
+        probes.cluster.centroids.copy_(torch.eye(3))
+    protocol = PROTOCOLS.get(protocol_name).with_overrides(crf=False, flip_tta=False, extra_clusters=1)
+    return evaluate(_Columns(), probes, data, protocol, ["a", "b"], torch.device("cpu"), batch_size=1)
+
+
+def test_engine_applies_the_protocol_rule():
+    uss = _evaluate("uss")["cluster"]
+    assert uss["assignment"] == [0, 1, -1] and uss["n_pixels"] == 7
+    assert uss["acc"] == pytest.approx(100 * 6 / 7)
+    stego = _evaluate("stego")["cluster"]  # the pixel predicted as cluster 2 is dropped before matching
+    assert stego["n_pixels"] == 6
+    assert stego["acc"] == pytest.approx(100.0)
+    assert stego["iou"] == pytest.approx({"a": 100.0, "b": 100.0})
