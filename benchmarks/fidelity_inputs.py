@@ -5,6 +5,7 @@ Not a pytest-benchmark suite: a measurement script whose output the closing note
     PYTHONPATH=$PWD python benchmarks/fidelity_inputs.py vit      # §1 DINO position embeddings
     PYTHONPATH=$PWD python benchmarks/fidelity_inputs.py resize   # §2 nearest resize vs PIL
     PYTHONPATH=$PWD python benchmarks/fidelity_inputs.py crf      # §2b the image the CRF sees
+    PYTHONPATH=$PWD python benchmarks/fidelity_inputs.py resize_speed  # gather vs PIL, ms per image+label
 
 "Before" re-creates the previous code path (timm's resample_abs_pos_embed, torch NEAREST_EXACT,
 the exact uint8 RGB image); "after" is the harness as it is now; "official" is the rule of the
@@ -74,6 +75,39 @@ def resize() -> None:
               f"  after {int((after != official).any(-1).sum())}  (of {320 * 320})")
 
 
+def resize_speed() -> None:
+    import time
+
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from uss_bench.data.transforms import SegTransform
+
+    def ms(fn, n: int = 30) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n * 1e3
+
+    rng = np.random.default_rng(0)
+    pipeline = T.Compose([T.Resize(320, T.InterpolationMode.NEAREST), T.CenterCrop(320)])
+    for h, w in ((480, 640), (1024, 2048)):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        label = rng.integers(0, 27, (h, w)).astype(np.int64)
+        chw, lab = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(label)
+
+        def pil_from_arrays(chw=chw, lab=lab) -> None:
+            np.asarray(pipeline(Image.fromarray(chw.permute(1, 2, 0).numpy())))
+            np.asarray(pipeline(Image.fromarray(lab.numpy().astype(np.int32), mode="I")))
+
+        def gather(chw=chw, lab=lab) -> None:
+            SegTransform(320)(chw, lab)
+
+        print(f"{w}x{h} -> 320: SegTransform gather {ms(gather):.2f} ms, "
+              f"PIL from the arrays {ms(pil_from_arrays):.2f} ms")
+
+
 def crf() -> None:
     import pydensecrf.densecrf as dcrf
     from PIL import Image
@@ -129,4 +163,4 @@ def crf() -> None:
 
 
 if __name__ == "__main__":
-    {"vit": vit, "resize": resize, "crf": crf}[sys.argv[1]]()
+    {"vit": vit, "resize": resize, "resize_speed": resize_speed, "crf": crf}[sys.argv[1]]()

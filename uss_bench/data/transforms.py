@@ -39,7 +39,8 @@ def pil_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     positions = np.full(n_out, step, dtype=np.float64)
     positions[0] = step * 0.5
     index = np.add.accumulate(positions).astype(np.int64)  # truncation == floor here (all >= 0)
-    # PIL leaves a pixel whose source lands past the edge black; with step/2 > 0 that cannot happen
+    # PIL leaves a pixel whose source lands past the edge black; the last position is n_in - step/2
+    # plus round-off far below step/2 for any real image size, so the clamp never acts in practice
     return np.minimum(index, n_in - 1)
 
 
