@@ -42,8 +42,11 @@ def test_features_match_timm_and_expose_attention_and_penultimate():
     assert feats.patch.shape == (2, 384, 3, 4)
     assert feats.attn_logits.shape == (2, 6, 13, 13)
     assert feats.penultimate.shape == (2, 13, 384)
-    tokens = model.vit.forward_features(normalize(images))[:, 1:]
-    assert torch.allclose(feats.patch.flatten(2).transpose(1, 2), tokens, atol=1e-5)
+    # timm's own forward equals DINO's only at the trained size on a square image (timm resamples the
+    # position table differently elsewhere; tests/backbones/test_vit_dino_forward.py checks DINO's rule)
+    square = torch.rand(1, 3, 224, 224)
+    tokens = model.vit.forward_features(normalize(square))[:, 1:]
+    assert torch.allclose(model(square).patch.flatten(2).transpose(1, 2), tokens, atol=1e-5)
     # the attention logits are pre-softmax: the last block's attention = softmax of them
     assert not torch.allclose(feats.attn_logits.softmax(-1).sum(-1), feats.attn_logits.sum(-1))
 

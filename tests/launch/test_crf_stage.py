@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from uss_bench.eval.confusion import confusion_matrix
+from uss_bench.eval.crf_inputs import crf_batch
 from uss_bench.eval.crf_kernel import CRFParams, dense_crf
 from uss_bench.eval.matching import match
 from uss_bench.eval.metrics import segmentation_metrics
@@ -121,4 +122,35 @@ def test_writer_for_run_takes_the_protocol_settings(tmp_path: Path):
     writer = crf_stage.writer_for_run(tmp_path, "r5", protocol, CLASSES)
     assert writer.out_dir == tmp_path / "logits" / "r5"
     assert writer.meta == {"crf_params": protocol.crf_params, "matching": protocol.matching,
-                           "miou_averaging": protocol.miou_averaging, "class_names": CLASSES}
+                           "miou_averaging": protocol.miou_averaging,
+                           "extra_cluster_pixels": protocol.extra_cluster_pixels, "class_names": CLASSES}
+
+
+def test_stage_stores_log_probs_and_applies_the_extra_cluster_rule(tmp_path: Path):
+    # cluster 3 is an extra cluster (4 clusters, 3 classes); under drop_before_matching its pixels
+    # leave the matrix before matching, as STEGO's UnsupervisedMetrics does
+    images, cluster, linear, labels = scene(np.random.default_rng(4))
+    cluster[:, 3] += 2.0  # make the extra cluster win somewhere
+    writer = crf_stage.LogitsWriter(
+        crf_stage.logits_dir(tmp_path, "r6"),
+        {"crf_params": CRFParams().as_dict(), "class_names": CLASSES, "matching": "hungarian",
+         "miou_averaging": "skip_absent", "extra_cluster_pixels": "drop_before_matching"}, dtype="float32")
+    writer(torch.from_numpy(images), torch.from_numpy(cluster), torch.from_numpy(linear), torch.from_numpy(labels))
+    writer.close()
+    meta = crf_stage.load_meta(tmp_path, "r6")
+    assert meta["stored"] == "log_softmax"
+    with np.load(crf_stage.logits_dir(tmp_path, "r6") / "shard-00000.npz") as data:
+        assert np.allclose(np.exp(data["cluster"]).sum(1), 1.0, atol=1e-5)
+    write_record(tmp_path, {"run_id": "r6", "status": "completed", "spec": {}, "metrics": {}})
+    (record,) = crf_stage.run_stage(tmp_path, ["r6"])
+    conf = torch.zeros(4, 3, dtype=torch.int64)
+    for i in range(len(images)):
+        imgs, probs = crf_batch(torch.from_numpy(images[i : i + 1]), torch.from_numpy(cluster[i : i + 1]))
+        refined = dense_crf(imgs[0], probs[0], CRFParams())
+        conf += confusion_matrix(torch.from_numpy(refined.astype(np.int64)), torch.from_numpy(labels[i]), 4, 3)
+    assert conf[3].sum() > 0  # the extra cluster did take pixels after the CRF
+    kept = conf.clone()
+    kept[3] = 0
+    expected = segmentation_metrics(kept, match(kept, "hungarian"), "skip_absent")
+    assert record["metrics"]["cluster_crf"]["acc"] == expected.acc
+    assert record["metrics"]["cluster_crf"]["n_pixels"] == int(kept.sum())

@@ -2,16 +2,22 @@
 
 The official files hold plain ``VisionTransformer`` state dicts whose key names are timm's, so
 they load with ``strict=True``. Weights are read from ``--weights-dir`` / ``USS_BENCH_WEIGHTS``;
-nothing is downloaded. Position embeddings are interpolated (bicubic) for any input size.
+nothing is downloaded.
+
+Position embeddings follow DINO's own ``VisionTransformer.interpolate_pos_encoding``
+(facebookresearch/dino ``vision_transformer.py``, vendored unchanged by STEGO, HP and PPAP), not
+timm's ``resample_abs_pos_embed`` (exact target size, antialiased): see :func:`dino_pos_embed`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uss_bench.backbones.weights import missing_weights
@@ -65,6 +71,29 @@ def load_dino_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
+def dino_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, square_input: bool) -> torch.Tensor:
+    """DINO's position embedding for a ``rows`` x ``cols`` patch grid: [1, 1+N, D] -> [1, 1+rows*cols, D].
+
+    The stored embedding is used as it is only when the patch count equals the trained one *and* the
+    input image is square (``square_input``: pixel height == pixel width, before the patch conv drops
+    any remainder). Otherwise the stored [1, D, sqrt(N), sqrt(N)] grid is resized bicubically
+    (align_corners False, no antialias) with ``scale_factor = ((rows + 0.1) / sqrt(N), (cols + 0.1) /
+    sqrt(N))``: the +0.1 makes the output size floor to rows x cols, and because a scale factor is
+    given the kernel samples at (i + 0.5) / scale - 0.5, not at the exact in/out ratio. Recomputed
+    on every call, as DINO does on every forward.
+    """
+    n_trained = pos_embed.shape[1] - 1
+    if rows * cols == n_trained and square_input:
+        return pos_embed
+    side = math.sqrt(n_trained)
+    grid = pos_embed[:, 1:].reshape(1, int(side), int(side), -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side), mode="bicubic")
+    if grid.shape[-2:] != (rows, cols):  # DINO asserts the same
+        raise RuntimeError(f"position grid resized to {tuple(grid.shape[-2:])}, expected {(rows, cols)}")
+    patch_pos = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+    return torch.cat((pos_embed[:, :1], patch_pos), dim=1)
+
+
 class DinoViT(nn.Module):
     """A frozen-by-default DINO ViT exposing patch features, last-block attention and penultimate tokens."""
 
@@ -78,6 +107,8 @@ class DinoViT(nn.Module):
         self.dim = spec.dim
         self.random_init = random_init
         self.vit = timm.create_model(spec.timm_arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+        if self.vit.no_embed_class or self.vit.num_reg_tokens or self.vit.cls_token is None:
+            raise ValueError(f"{spec.timm_arch} is not a DINO-layout ViT ([CLS] + patches, one position table)")
         if not random_init:
             problem = spec.missing_weights(weights_dir)
             if problem:
@@ -96,10 +127,8 @@ class DinoViT(nn.Module):
         p = self.patch_size
         h, w = images.shape[-2] // p, images.shape[-1] // p
         x = normalize(images[..., : h * p, : w * p], self.mean, self.std)
+        x = self.tokens(x, square_input=images.shape[-2] == images.shape[-1])
         vit = self.vit
-        x = vit.patch_embed(x)
-        x = vit._pos_embed(x)
-        x = vit.norm_pre(x)
         for block in vit.blocks[:-1]:
             x = block(x)
         before_last = x
@@ -109,6 +138,15 @@ class DinoViT(nn.Module):
         tokens = x[:, vit.num_prefix_tokens :]
         patch = tokens.transpose(1, 2).reshape(x.shape[0], self.dim, h, w)
         return Features(patch=patch, attn_logits=attn_logits, penultimate=before_last if penultimate else None)
+
+    def tokens(self, x: torch.Tensor, square_input: bool) -> torch.Tensor:
+        """DINO's ``prepare_tokens``: patch embedding, [CLS] first, then its position embedding added."""
+        vit = self.vit
+        patches = vit.patch_embed(x)  # [B, rows, cols, D] (timm's dynamic-size NHWC output)
+        b, rows, cols, dim = patches.shape
+        x = torch.cat((vit.cls_token.expand(b, -1, -1), patches.reshape(b, rows * cols, dim)), dim=1)
+        x = x + dino_pos_embed(vit.pos_embed, rows, cols, square_input)
+        return vit.norm_pre(vit.pos_drop(x))
 
     @staticmethod
     def attention_logits(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

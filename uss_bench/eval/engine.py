@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from uss_bench.data.base import collate
 from uss_bench.data.transforms import to_unit_float, upsample
 from uss_bench.eval.confusion import ConfusionAccumulator
 from uss_bench.eval.crf import CRFRunner
+from uss_bench.eval.crf_inputs import crf_batch
 from uss_bench.eval.matching import match
-from uss_bench.eval.metrics import segmentation_metrics
+from uss_bench.eval.metrics import prepare_cluster_confusion, segmentation_metrics
 from uss_bench.eval.probes import Probes
 from uss_bench.eval.protocol import Protocol
 from uss_bench.methods.base import MethodAdapter
@@ -52,9 +52,9 @@ def embed_with_tta(method: MethodAdapter, images: torch.Tensor, flip: bool) -> t
 
 
 def _crf_inputs(images_u8: torch.Tensor, logits: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    probs = F.softmax(logits.float(), dim=1).cpu().numpy()
-    imgs = images_u8[:, :3].permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    return list(imgs), list(probs)
+    # the official steps (eval/crf_inputs.py): log_softmax on the device, softmax on the CPU; the
+    # kernel builds the official CRF image from the uint8 RGB one (crf_kernel.crf_image)
+    return crf_batch(images_u8, logits)
 
 
 @torch.no_grad()
@@ -134,10 +134,13 @@ def evaluate(
     results: dict[str, Any] = {}
     for key, accumulator in acc.items():
         rule = protocol.matching if key.startswith("cluster") else "identity"
-        assignment = match(accumulator.matrix, rule)
-        metrics = segmentation_metrics(accumulator.matrix, assignment, protocol.miou_averaging)
+        matrix = accumulator.matrix
+        if key.startswith("cluster"):
+            matrix = prepare_cluster_confusion(matrix, protocol.extra_cluster_pixels)
+        assignment = match(matrix, rule)
+        metrics = segmentation_metrics(matrix, assignment, protocol.miou_averaging)
         results[key] = metrics.as_dict(class_names)
-        results[key]["n_pixels"] = int(accumulator.matrix.sum())
+        results[key]["n_pixels"] = int(matrix.sum())
         if key.startswith("cluster"):
             results[key]["assignment"] = assignment.tolist()
         if key == "cluster" and predictions_out is not None:

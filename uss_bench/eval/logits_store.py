@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from uss_bench.eval.crf_inputs import crf_log_probs
+
 HEADS = ("cluster", "linear")
+STORED = "log_softmax"  # what the per-head arrays hold (dumps without the key hold raw logits)
 
 
 def logits_dir(results_dir: str | Path, run_id: str) -> Path:
@@ -41,8 +44,11 @@ class LogitsWriter:
     """Per-batch sink for the evaluation loop: saves what the CRF needs, in shards of ``shard_size``.
 
     Call it with the batch's uint8 images [B,3,H,W], cluster and linear logits [B,K,H,W] and labels
-    [B,H,W] (tensors or arrays). ``dtype`` float16 halves the disk (27 classes at 320x320 are ~5.5 MB
-    per image and head); float32 reproduces the in-loop CRF bit for bit.
+    [B,H,W] (tensors or arrays). It stores the uint8 RGB images and, per head, the log-probabilities
+    taken where the logits are (on the model's device), as the official evaluations hand them to
+    their CRF (eval/crf_inputs.py); ``meta.json`` says so (``"stored": "log_softmax"``). ``dtype``
+    float16 halves the disk (27 classes at 320x320 are ~5.5 MB per image and head); float32
+    reproduces the in-loop CRF bit for bit.
     """
 
     def __init__(self, out_dir: str | Path, meta: dict[str, Any], shard_size: int = 64,
@@ -60,11 +66,13 @@ class LogitsWriter:
         self.meta.setdefault("n_clusters", int(cluster_logits.shape[1]))
         self.meta.setdefault("n_classes", int(linear_logits.shape[1]))
         images = _numpy(images_u8)[:, :3].transpose(0, 2, 3, 1)  # H,W,3 as the CRF kernel wants
+        cluster = _numpy(crf_log_probs(cluster_logits))
+        linear = _numpy(crf_log_probs(linear_logits))
         for i in range(images.shape[0]):
             self._buffer["image"].append(np.ascontiguousarray(images[i], dtype=np.uint8))
             self._buffer["label"].append(_numpy(labels)[i].astype(np.int16))
-            self._buffer["cluster"].append(_numpy(cluster_logits)[i].astype(self.dtype))
-            self._buffer["linear"].append(_numpy(linear_logits)[i].astype(self.dtype))
+            self._buffer["cluster"].append(cluster[i].astype(self.dtype))
+            self._buffer["linear"].append(linear[i].astype(self.dtype))
             if len(self._buffer["image"]) == self.shard_size:
                 self._flush()
 
@@ -80,7 +88,8 @@ class LogitsWriter:
     def close(self) -> Path:
         """Flush the last shard and write ``meta.json`` (its presence marks a complete dump)."""
         self._flush()
-        meta = {**self.meta, "n_images": self.n_images, "n_shards": self.n_shards, "dtype": self.dtype.name}
+        meta = {**self.meta, "n_images": self.n_images, "n_shards": self.n_shards, "dtype": self.dtype.name,
+                "stored": STORED}
         path = self.out_dir / "meta.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -92,7 +101,8 @@ def writer_for_run(results_dir: str | Path, run_id: str, protocol: Any, class_na
                    dtype: str = "float16", shard_size: int = 64) -> LogitsWriter:
     """The sink an evaluation loop needs to defer its CRF to this stage (``protocol``: eval.protocol.Protocol)."""
     meta = {"crf_params": dict(protocol.crf_params), "matching": protocol.matching,
-            "miou_averaging": protocol.miou_averaging, "class_names": list(class_names)}
+            "miou_averaging": protocol.miou_averaging, "extra_cluster_pixels": protocol.extra_cluster_pixels,
+            "class_names": list(class_names)}
     return LogitsWriter(logits_dir(results_dir, run_id), meta, shard_size=shard_size, dtype=dtype)
 
 

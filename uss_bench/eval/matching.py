@@ -3,7 +3,8 @@
 ``hungarian``: one-to-one, maximising matched pixels (scipy ``linear_sum_assignment``), done once
 on the split's confusion matrix. ``majority``: many-to-one, each cluster takes the class it
 overlaps most. ``identity``: cluster i is class i (the linear probe). Unmatched clusters map to -1
-and their pixels count as errors (STEGO's code silently drops them; see eval/metrics.py).
+and their pixels count as errors. STEGO's metric instead drops pixels predicted as a cluster id
+>= n_classes before matching (protocol option ``extra_cluster_pixels``; see eval/metrics.py).
 """
 
 from __future__ import annotations

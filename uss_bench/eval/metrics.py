@@ -1,9 +1,16 @@
 """Pixel accuracy, per-class IoU and mIoU from a matched confusion matrix.
 
-Differences from STEGO's ``UnsupervisedMetrics`` (reference §0.3), both deliberate:
-- pixels in clusters left unmatched (more clusters than classes) count as errors: they stay in the
-  accuracy denominator and are false negatives of their true class. STEGO's mask drops them, which
-  inflates scores with extra clusters (recorded as a fixed bug in the protocol notes);
+Relation to STEGO's ``UnsupervisedMetrics`` (reference §0.3; copied by HP and PPAP):
+- with as many clusters as classes the numbers are equal (one Hungarian match on the split's
+  confusion matrix, accuracy = matched / all kept pixels, mIoU over non-NaN classes);
+- with extra clusters (cluster ids >= n_classes) the official ``update`` masks out every pixel
+  *predicted* as such an id before the histogram is built, so those clusters never take part in
+  the Hungarian matching and their pixels leave the accuracy denominator and the class counts.
+  That is ``extra_cluster_pixels = "drop_before_matching"`` (:func:`prepare_cluster_confusion`).
+  The harness default ``"error"`` keeps every pixel: all clusters enter the matching, and pixels of
+  clusters left unmatched count as errors (in the denominator, false negatives of their class).
+  Not reproduced: when a Hungarian tie leaves a cluster id < n_classes unmatched, the official
+  ``compute`` also appends one more IoU entry (0) to the mIoU average;
 - the averaging rule is a protocol option: ``skip_absent`` (STEGO/HP/PPAP: a class absent from both
   ground truth and predictions is NaN and skipped) or ``absent_as_zero`` (HSG's kNN protocol).
 """
@@ -16,6 +23,24 @@ import numpy as np
 import torch
 
 AVERAGING = ("skip_absent", "absent_as_zero")
+EXTRA_CLUSTER_PIXELS = ("error", "drop_before_matching")
+
+
+def prepare_cluster_confusion(confusion: torch.Tensor | np.ndarray, extra_cluster_pixels: str) -> np.ndarray:
+    """The cluster confusion [n_clusters, n_classes] to match and score under the protocol's rule.
+
+    ``drop_before_matching`` zeroes the rows of cluster ids >= n_classes, as the official mask
+    ``preds < n_classes`` does before anything is counted; ``error`` leaves the matrix as it is.
+    """
+    if extra_cluster_pixels not in EXTRA_CLUSTER_PIXELS:
+        known = ", ".join(EXTRA_CLUSTER_PIXELS)
+        raise ValueError(f"unknown extra_cluster_pixels {extra_cluster_pixels!r}; known: {known}")
+    if isinstance(confusion, torch.Tensor):
+        confusion = confusion.cpu().numpy()
+    conf = np.array(confusion, dtype=np.int64)
+    if extra_cluster_pixels == "drop_before_matching":
+        conf[conf.shape[1] :] = 0
+    return conf
 
 
 @dataclass

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uss_bench.eval.crf_kernel import CRFParams
+from uss_bench.eval.metrics import EXTRA_CLUSTER_PIXELS
 from uss_bench.registry import PROTOCOLS
 
 SELECTION_RULES = ("last", "val_cluster_miou", "val_sum4")
@@ -29,7 +30,10 @@ class Protocol:
     matching: str = "hungarian"  # cluster probe: hungarian | majority
     extra_clusters: int = 0
     miou_averaging: str = "skip_absent"  # skip_absent | absent_as_zero
-    unmatched_clusters: str = "error"  # pixels of unmatched clusters count as errors (STEGO drops them)
+    # Pixels predicted as a cluster id >= n_classes (extra_clusters > 0): "error" keeps them (pixels of
+    # clusters left unmatched count as errors); "drop_before_matching" is STEGO/HP/PPAP's
+    # UnsupervisedMetrics.update, which drops them before the histogram and so before matching.
+    extra_cluster_pixels: str = "error"
     checkpoint_selection: str = "last"  # last | val_cluster_miou | val_sum4 (selects ON the eval split)
     eval_autocast: bool = False  # HP/PPAP evaluate under CUDA autocast
     notes: tuple[str, ...] = ()
@@ -37,6 +41,8 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.checkpoint_selection not in SELECTION_RULES:
             raise ValueError(f"checkpoint_selection must be one of {SELECTION_RULES}")
+        if self.extra_cluster_pixels not in EXTRA_CLUSTER_PIXELS:
+            raise ValueError(f"extra_cluster_pixels must be one of {EXTRA_CLUSTER_PIXELS}")
 
     def for_dataset(self, dataset: str) -> Protocol:
         """This protocol with ``train_split``/``eval_split`` set for ``dataset`` from ``dataset_splits``."""
@@ -71,7 +77,12 @@ register(
         name="uss",
         description="uss-bench default: one rule for every method; final weights, no selection on the eval split",
         checkpoint_selection="last",
-        notes=("Pixels in unmatched clusters count as errors (STEGO silently drops them).",),
+        notes=(
+            "Pixels of clusters left unmatched (extra clusters) count as errors; STEGO/HP/PPAP drop pixels "
+            "predicted as a cluster id >= n_classes before matching (extra_cluster_pixels).",
+            "The CRF sees the official image (crf_params.image = official): the CRF constants were tuned on "
+            "it, and the exact RGB image is not more correct for pydensecrf's approximate filter.",
+        ),
     )
 )
 register(
@@ -80,9 +91,11 @@ register(
         description="STEGO eval_segmentation.py: 320 centre crop, flip TTA, CRF; checkpoint by val cluster mIoU",
         flip_tta=True,
         checkpoint_selection="val_cluster_miou",
+        extra_cluster_pixels="drop_before_matching",
         notes=(
             "STEGO's ModelCheckpoint monitors test/cluster/mIoU on the val set (reference §0.3).",
-            "Unmatched-cluster pixels count as errors here; STEGO drops them (unused with extra_clusters=0).",
+            "As UnsupervisedMetrics.update: pixels predicted as a cluster id >= n_classes are dropped before "
+            "matching (no effect with STEGO's extra_clusters = 0).",
         ),
     )
 )
@@ -92,6 +105,7 @@ register(
         description="HP eval: 320 centre crop, no flip TTA, CRF; best of Cluster mIoU+Acc+Linear mIoU+Acc on val",
         checkpoint_selection="val_sum4",
         eval_autocast=True,
+        extra_cluster_pixels="drop_before_matching",  # utils/seg_utils.py copies STEGO's metric
         notes=("HP keeps the checkpoint maximising the sum of the four val metrics (reference §0.3).",),
     )
 )
@@ -101,6 +115,7 @@ register(
         description="PPAP eval: as HP (no flip TTA, CRF, best sum of four val metrics)",
         checkpoint_selection="val_sum4",
         eval_autocast=True,
+        extra_cluster_pixels="drop_before_matching",  # utils/seg_utils.py copies STEGO's metric
         notes=("Same selection as HP; PPAP saves best.pth but eval.py loads ckpt.pth (reference §PPAP-b).",),
     )
 )

@@ -30,11 +30,16 @@ from uss_bench.eval.logits_store import (  # noqa: F401 - re-exported for the st
 
 
 def crf_shard(shard: str | Path, out: str | Path, crf_params: dict[str, Any], n_clusters: int,
-              n_classes: int) -> str:
-    """CPU job: CRF-refine every image of one shard; write its confusion matrices. Idempotent."""
+              n_classes: int, stored: str = "logits") -> str:
+    """CPU job: CRF-refine every image of one shard; write its confusion matrices. Idempotent.
+
+    ``stored``: what the shard's head arrays hold, ``log_softmax`` (LogitsWriter today) or raw
+    ``logits`` (older dumps; their log_softmax is then taken here, on the CPU).
+    """
     import torch
 
     from uss_bench.eval.confusion import confusion_matrix
+    from uss_bench.eval.crf_inputs import crf_log_probs, crf_probs_from_log_probs
     from uss_bench.eval.crf_kernel import CRFParams, dense_crf
 
     out = Path(out)
@@ -48,8 +53,11 @@ def crf_shard(shard: str | Path, out: str | Path, crf_params: dict[str, Any], n_
     for i in range(data["image"].shape[0]):
         label = torch.from_numpy(data["label"][i].astype(np.int64))
         for head in HEADS:
-            # softmax in float32 with torch, exactly as the engine prepares the in-loop CRF input
-            probs = torch.softmax(torch.from_numpy(data[head][i]).float(), dim=0).numpy()
+            # the same steps as the in-loop CRF input (eval/crf_inputs.py); the kernel builds the image
+            log_probs = torch.from_numpy(data[head][i : i + 1]).float()
+            if stored == "logits":
+                log_probs = crf_log_probs(log_probs)
+            (probs,) = crf_probs_from_log_probs(log_probs)
             refined = dense_crf(data["image"][i], probs, params)
             conf[head] += confusion_matrix(torch.from_numpy(refined.astype(np.int64)), label,
                                            sizes[head], n_classes)
@@ -68,7 +76,7 @@ def shard_jobs(results_dir: str | Path, run_id: str) -> list[tuple[Path, Path]]:
 def merge(results_dir: str | Path, run_id: str) -> dict[str, Any]:
     """Sum the shards' confusions and score them with the engine's matching and metrics."""
     from uss_bench.eval.matching import match
-    from uss_bench.eval.metrics import segmentation_metrics
+    from uss_bench.eval.metrics import prepare_cluster_confusion, segmentation_metrics
 
     meta = load_meta(results_dir, run_id)
     out_dir = crf_dir(results_dir, run_id)
@@ -83,10 +91,13 @@ def merge(results_dir: str | Path, run_id: str) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for key in ("cluster_crf", "linear_crf"):
         rule = meta["matching"] if key.startswith("cluster") else "identity"
-        assignment = match(totals[key], rule)
-        scored = segmentation_metrics(totals[key], assignment, meta["miou_averaging"])
+        conf = totals[key]
+        if key.startswith("cluster"):  # dumps written before the option existed count them as errors
+            conf = prepare_cluster_confusion(conf, meta.get("extra_cluster_pixels", "error"))
+        assignment = match(conf, rule)
+        scored = segmentation_metrics(conf, assignment, meta["miou_averaging"])
         metrics[key] = scored.as_dict(meta["class_names"])
-        metrics[key]["n_pixels"] = int(totals[key].sum())
+        metrics[key]["n_pixels"] = int(conf.sum())
         if key.startswith("cluster"):
             metrics[key]["assignment"] = assignment.tolist()
     return metrics
@@ -121,11 +132,12 @@ def run_stage(
     Waiting is bounded: a task that ended without writing its output is an error naming its log.
     """
     results_dir = Path(results_dir).resolve()
-    tasks: list[tuple[Path, Path, dict[str, Any], int, int]] = []
+    tasks: list[tuple[Path, Path, dict[str, Any], int, int, str]] = []
     for run_id in run_ids:
         meta = load_meta(results_dir, run_id)
         for src, dst in shard_jobs(results_dir, run_id):
-            tasks.append((src, dst, meta["crf_params"], meta["n_clusters"], meta["n_classes"]))
+            tasks.append((src, dst, meta["crf_params"], meta["n_clusters"], meta["n_classes"],
+                          meta.get("stored", "logits")))
     if executor == "inline":
         for task in tasks:
             crf_shard(*task)
