@@ -149,7 +149,7 @@ def build_cells(layout: TableLayout, reported: pd.DataFrame, reproduced: pd.Data
                 "backbone": backbone, "column": column.label, "dataset": column.dataset, "metric": column.metric,
                 "protocol": protocol, "crf": crf, "reported": value, "reported_state": state, "note": note,
                 "mean": rep.mean if rep else math.nan, "std": rep.std if rep else math.nan,
-                "n": rep.n if rep else 0, "delta": delta,
+                "n": rep.n if rep else 0, "delta": delta, "run_ids": rep.run_ids if rep else "",
             })
         has_runs = any(c["n"] > 0 for c in row_cells)
         status = "reported only" if not runnable else ("" if has_runs else "not run")
