@@ -128,8 +128,7 @@ def select_run(records: list[dict[str, Any]], method: str, dataset: str, backbon
     return max(hits, key=lambda r: str(r.get("created", "")))
 
 
-def resolve_figure_ids(item_ids: list[str], wanted: list[str]) -> list[str]:
-    """Card-style ids (an image id, or ``#k`` = position k of the split) -> image ids; unknown ones are an error."""
+def _resolve(item_ids: list[str], wanted: list[str]) -> tuple[list[str], list[str]]:
     known = set(item_ids)
     out, missing = [], []
     for entry in map(str, wanted):
@@ -139,8 +138,21 @@ def resolve_figure_ids(item_ids: list[str], wanted: list[str]) -> list[str]:
             out.append(entry)
         else:
             missing.append(entry)
+    return out, missing
+
+
+def figure_image_ids(item_ids: list[str], card_figure_ids: list[Any]) -> list[str]:
+    """The image ids whose predictions a run saves: the card's ``figure_ids`` (an id, or ``#k`` = position k of the
+    evaluated split) that exist in the split; absent ones are skipped (a smoke preset has few images)."""
+    return _resolve(item_ids, [str(i) for i in card_figure_ids])[0]
+
+
+def resolve_figure_ids(item_ids: list[str], wanted: list[str], where: str = "the split") -> list[str]:
+    """Card-style ids (an image id, or ``#k`` = position k of the split) -> image ids; unknown ones are an error."""
+    out, missing = _resolve(item_ids, wanted)
     if missing:
-        raise FigureError(f"figure id(s) {', '.join(missing)} not in the split ({len(item_ids)} images)")
+        raise FigureError(f"figure id(s) {', '.join(missing)} not in {where} ({len(item_ids)} images; '#k' = the "
+                          "k-th image)")
     return out
 
 
@@ -158,9 +170,10 @@ def _new_figure(n_rows: int, n_cols: int, width: float | None = None, height: fl
 LEGEND_ROW_INCHES = 0.28
 
 
-def legend_rows(n_entries: int, n_cols: int) -> int:
-    per_row = max(1, n_cols * 2)  # about two entries per image column at this font size
-    return math.ceil(n_entries / per_row)
+def legend_columns(names: list[str], width_inches: float) -> int:
+    """How many legend entries fit side by side at 9 pt (about 0.075 in per character plus the colour patch)."""
+    widest = max(len(n) for n in names) * 0.075 + 0.5
+    return max(1, min(len(names), int(width_inches / widest)))
 
 
 def draw_grid(rows: list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]], titles: list[str],
@@ -174,7 +187,8 @@ def draw_grid(rows: list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]], title
     entries = [(name, palette.colours[i]) for i, name in enumerate(classes or [])]
     if entries:
         entries.append(("ignore / unmatched", np.array(palette.ignore, dtype=np.uint8)))
-    n_legend = legend_rows(len(entries), len(titles)) if entries else 0
+    n_legend_cols = legend_columns([name for name, _ in entries], len(titles) * CELL_INCHES) if entries else 1
+    n_legend = math.ceil(len(entries) / n_legend_cols) if entries else 0
     title_in, legend_in = 0.3, n_legend * LEGEND_ROW_INCHES + (0.1 if entries else 0)
     height = len(rows) * CELL_INCHES + title_in + legend_in
     plt, fig, axes = _new_figure(len(rows), len(titles), height=height)
@@ -193,7 +207,7 @@ def draw_grid(rows: list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]], title
     if entries:
         handles = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="#444", linewidth=0.5, label=name)
                    for name, rgb in entries]
-        fig.legend(handles=handles, loc="lower center", ncol=math.ceil(len(entries) / n_legend), fontsize=9,
+        fig.legend(handles=handles, loc="lower center", ncol=n_legend_cols, fontsize=9,
                    frameon=False, handlelength=1.2, columnspacing=1.0, bbox_to_anchor=(0.5, 0.0))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +245,7 @@ def qualitative_grid(results_dir: str | Path, dataset: str, methods: list[str], 
     split = (runs[0].get("protocol") or {}).get("eval_split") or card.get("eval_split", "val")
     data = build_dataset(dataset, data_root, split, _eval_transform(runs[0]), preset=preset)
     item_ids = [item.id for item in data.items]
-    try:
-        chosen = resolve_figure_ids(item_ids, wanted)
-    except FigureError as exc:
-        raise FigureError(f"{dataset} split {split!r}: {exc}") from exc
+    chosen = resolve_figure_ids(item_ids, wanted, f"{dataset} split {split!r}")
     position = {image_id: i for i, image_id in enumerate(item_ids)}
     rows = []
     for image_id in chosen:
