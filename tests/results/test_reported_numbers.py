@@ -66,13 +66,24 @@ def test_spot_values_match_the_papers(reported, key, expected):
 
 def test_garbled_cells_are_unknown_with_a_reason(reported):
     unknown = unknown_cells(reported)
-    assert len(unknown) == 30
+    assert len(unknown) == 26  # 30 garbled cells, 4 recovered from a second source (next test)
     assert unknown["note"].str.contains("UNKNOWN:").all()
     # PPAP Table 2's ViT-S/8 block: STEGO, HP and PPAP rows are all unreadable
     block = unknown[(unknown["table"] == "t2") & (unknown["backbone"] == "vit-s8")]
     assert sorted(set(block["method"])) == ["hp", "ppap", "stego"] and len(block) == 12
     assert math.isnan(value(reported, paper="ppap2024", table="t1", method="iic", backbone="resnet18-fpn",
                             metric="linear.acc"))
+
+
+@pytest.mark.parametrize("method, variant, expected", [("mdc", "", 9.8), ("iic", "", 6.7), ("picie", "", 13.8),
+                                                      ("picie", "h", 14.4)])
+def test_recovered_cells_name_their_second_source(reported, method, variant, expected):
+    """PPAP Table 1's R18+FPN unsupervised mIoU, garbled as '9.86.713.814.4', settled by DiffCut's Table 1."""
+    hit = reported[(reported["table"] == "t1") & (reported["method"] == method) & (reported["variant"] == variant)
+                   & (reported["backbone"] == "resnet18-fpn") & (reported["metric"] == "cluster.miou")].iloc[0]
+    assert hit["value"] == pytest.approx(expected)
+    assert "RECOVERED" in hit["note"] and "Couairon et al., NeurIPS 2024 (DiffCut), Table 1" in hit["note"]
+    assert "'9.86.713.814.4'" in hit["note"]
 
 
 def test_every_reported_row_is_a_cell_of_its_table_layout(reported):
@@ -141,7 +152,10 @@ def test_every_known_value_occurs_in_its_source_text():
     raw = raw_reported()
     missing = []
     for row in raw[(raw["value"] != "") & raw["paper"].isin(list(PAPER_TEXTS))].itertuples(index=False):
-        if not occurs(row.value, (PAPERS_DIR / PAPER_TEXTS[row.paper]).read_text()):
+        text = (PAPERS_DIR / PAPER_TEXTS[row.paper]).read_text()
+        # a recovered cell is garbled in the text: its digits are there, run together with its neighbours'
+        found = row.value in text if "RECOVERED" in row.note else occurs(row.value, text)
+        if not found:
             missing.append(f"{row.paper}/{row.table}/{row.method}/{row.metric}={row.value}")
     assert missing == []
 
