@@ -184,3 +184,42 @@ def test_report_command_and_bad_input(tmp_path, capsys):
     assert "no results directory" in capsys.readouterr().err and not (tmp_path / "s2").exists()
     assert main(["report", "--results", str(results), "--out", str(tmp_path / "s3"), "--tables", "ppap-t99"]) == 2
     assert not (tmp_path / "s3").exists()
+
+
+@pytest.mark.slow
+def test_run_prints_the_refreshed_report(tmp_path, capsys):
+    """A real (synthetic, smoke) run ends by rebuilding <results>/report and printing where it is."""
+    results = tmp_path / "results"
+    args = ["run", "--methods", "dino", "--datasets", "synthetic", "--preset", "smoke", "--executor", "inline",
+            "--results", str(results), "--data-root", str(tmp_path / "data")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    index = results / "report" / "index.html"
+    assert f"report: {index}" in out.splitlines()
+    root = parse(index)
+    (run_link,) = [a for a in by_id(root, "run-index").iter("a")]
+    run_page = index.parent / run_link.attrs["href"]
+    page = parse(run_page)
+    # the synthetic card's four figure ids were saved and shown in the dataset's colours
+    assert len([i for i in page.iter("img")]) == 4
+    names = [g.children[0].all_text() for svg in page.iter("svg") for g in svg.iter("g")]
+    assert set(names) >= {"smooth-blue", "checkered-grey"}
+    # the qualitative grid of the synthetic dataset (data root given by the run) is among the figures
+    assert any(i.attrs["src"] == "figures/synthetic-grid.png" for i in root.iter("img"))
+
+
+def test_templates_are_declared_package_data():
+    """An installed (non-editable) uss-bench must carry every template: pyproject's package-data globs cover them."""
+    import fnmatch
+
+    import uss_bench.results
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "uss_bench.results"]
+    package = Path(uss_bench.results.__file__).parent
+    files = [p.relative_to(package).as_posix() for p in (package / "report_templates").iterdir() if p.is_file()]
+    assert {"base.html", "index.html", "table.html", "run.html", "style.css"} <= {Path(f).name for f in files}
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
