@@ -141,3 +141,12 @@ def test_bar_chart_draws_reproduced_bars(tmp_path):
     layout, cells = build_table("ppap-t1", results)
     panels = rgb_of(table_bar_chart(layout, cells, tmp_path / "bars.png"))[int(0.5 * DPI):]
     assert has_colour(panels, _hex(REPRODUCED_COLOUR)) and has_colour(panels, _hex(REPORTED_COLOUR))
+
+
+def test_every_dataset_card_names_figure_ids():
+    """The qualitative grid and the saved predictions work on every benchmark: each card lists its figure images."""
+    from uss_bench.paths import load_card
+    from uss_bench.registry import DATASETS
+
+    missing = [name for name in DATASETS.names() if not load_card("datasets", name).get("figure_ids")]
+    assert missing == []

@@ -205,7 +205,7 @@ def test_run_prints_the_refreshed_report(tmp_path, capsys):
     names = [g.children[0].all_text() for svg in page.iter("svg") for g in svg.iter("g")]
     assert set(names) >= {"smooth-blue", "checkered-grey"}
     # the qualitative grid of the synthetic dataset (data root given by the run) is among the figures
-    assert any(i.attrs["src"] == "figures/synthetic-grid.png" for i in root.iter("img"))
+    assert any(i.attrs["src"] == "figures/synthetic-smoke-grid.png" for i in root.iter("img"))
 
 
 def test_templates_are_declared_package_data():

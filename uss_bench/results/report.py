@@ -92,19 +92,18 @@ def _figures(results_dir: Path, site: Path, views: list[Any], records: list[dict
             made.append({"src": f"figures/{name}", "caption": f"{view.name}: reported and reproduced"})
         except figures.FigureError as exc:
             skipped.append(f"{view.name}: {exc}")
-    by_dataset: dict[str, list[str]] = {}
+    by_dataset: dict[tuple[str, str], list[str]] = {}  # (dataset, preset) -> methods with saved predictions
     for rec in records:
         spec = rec.get("spec", {})
+        key = (str(spec.get("dataset")), str(spec.get("preset") or "default"))
         has_preds = (results_dir / "predictions" / str(rec.get("run_id"))).is_dir()
-        if rec.get("status") == "completed" and has_preds and spec.get("method") not in by_dataset.get(
-                spec.get("dataset"), []):
-            by_dataset.setdefault(spec["dataset"], []).append(spec["method"])
-    for dataset, methods in sorted(by_dataset.items()):
+        if rec.get("status") == "completed" and has_preds and spec.get("method") not in by_dataset.get(key, []):
+            by_dataset.setdefault(key, []).append(str(spec.get("method")))
+    for (dataset, preset), methods in sorted(by_dataset.items()):
         if data_root is None:
             skipped.append(f"{dataset} qualitative grid: no --data-root given")
             continue
-        preset = "smoke" if dataset == "synthetic" else "default"
-        name = f"{dataset}-grid.png"
+        name = f"{dataset}-grid.png" if preset == "default" else f"{dataset}-{preset}-grid.png"
         try:
             figures.qualitative_grid(results_dir, dataset, sorted(methods), data_root, site / "figures" / name,
                                      preset=preset)
