@@ -62,7 +62,7 @@ GOLDEN_MD = """\
 | STEGO    | vit-s8     | 48.3                           | –                    | not run       |
 | TransFGU | vit-s8     | 52.7                           | 17.5                 | reported only |
 
-- Demo table [test]
+- Demo table [Seong et al., ECCV 2024, Table 1 (arXiv:2407.12463), test]
 - Cell: reported / reproduced mean ± std (n seeds) / signed delta (reproduced − reported); ? = reported value \
 unreadable in the source (recorded as unknown); – = not reported by the paper.
 - 'reported only': uss-bench cannot run this row; 'not run': runnable, no completed records.

@@ -41,6 +41,9 @@ def handle(args: argparse.Namespace) -> int:
         out = args.out or Path(manifest["results_dir"]) / f"records.{args.format}"
         export_records(Path(manifest["results_dir"]), Path(out), args.format)
         print(f"wrote {out}", file=sys.stderr)
+    from uss_bench.results.report import refresh_report
+
+    refresh_report(manifest["results_dir"])
     return 0 if pending == 0 else 1
 
 

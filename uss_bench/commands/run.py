@@ -94,13 +94,17 @@ def handle(args: argparse.Namespace) -> int:
         if not specs:
             return 2
     from uss_bench.launch.dispatch import chosen_executor, launch
+    from uss_bench.results.report import refresh_report
 
     executor = chosen_executor(args)
     if executor != "inline":  # local processes or Slurm arrays: uss_bench/launch/dispatch.py
-        return launch(args, specs, env, executor)
+        code = launch(args, specs, env, executor)
+        refresh_report(env.results_dir, env.data_root)
+        return code
     print(f"{len(specs)} run(s) -> {env.results_dir}/runs", file=sys.stderr)
     records = run_inline(specs, env)
     print(records_table(records))
+    refresh_report(env.results_dir, env.data_root)
     if any(r.get("spec", {}).get("random_init") for r in records):
         print("\nrandom init: backbone weights were random (no DINO weights); numbers test the pipeline, "
               "not the method.")

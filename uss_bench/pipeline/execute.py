@@ -179,7 +179,10 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
         sink = None
         if protocol.crf and env.defer_crf:
             sink = writer_for_run(env.results_dir, spec.run_id, protocol, train_set.classes)
-        figure_predictions = {str(i): None for i in config.dataset_card.get("figure_ids", [])}
+        from uss_bench.results.figures import figure_image_ids  # '#k' ids name positions in the split
+
+        figure_predictions = {i: None for i in figure_image_ids([item.id for item in eval_set.items],
+                                                                config.dataset_card.get("figure_ids", []))}
         metrics = evaluate(
             method, probes, eval_set, protocol, crf_runner=crf, use_crf=crf is not None, logits_sink=sink,
             predictions_out=figure_predictions, **eval_kwargs,

@@ -17,12 +17,49 @@ import pandas as pd
 COLUMNS = ["paper", "table", "method", "variant", "backbone", "dataset", "protocol", "metric", "value", "crf", "note"]
 KEY = ["paper", "table", "method", "variant", "backbone", "dataset", "protocol", "metric"]
 
-PAPERS = {
-    "ppap2024": "Seong et al., Progressive Proxy Anchor Propagation for USS (ECCV 2024)",
-    "hsg2022": "Ke et al., Unsupervised Hierarchical Semantic Segmentation with Multiview Cosegmentation "
-    "and Clustering Transformers (CVPR 2022)",
-    "san2023": "SAN / CTAE (AAAI 2023)",
-}
+PAPERS_FILE = "papers.yaml"
+PAPER_FIELDS = ("authors", "title", "venue", "year")
+
+
+def load_papers(directory: str | Path | None = None) -> dict[str, dict]:
+    """``papers.yaml`` beside the CSVs: the one place a paper's authors, title, venue, year and arXiv id live.
+
+    A directory of extra CSVs without its own ``papers.yaml`` uses the shipped one.
+    """
+    import yaml
+
+    path = (Path(directory) if directory is not None else reported_dir()) / PAPERS_FILE
+    if not path.is_file():
+        path = reported_dir() / PAPERS_FILE
+    if not path.is_file():
+        raise ReportedError(f"missing {path}: the citation of every paper key used in the reported CSVs")
+    with open(path) as fh:
+        papers = yaml.safe_load(fh) or {}
+    for key, entry in papers.items():
+        missing = [f for f in PAPER_FIELDS if not (entry or {}).get(f)]
+        if missing:
+            raise ReportedError(f"{path}: paper {key!r} lacks {', '.join(missing)}")
+    return papers
+
+
+def citation(paper: str, table: str | None = None, papers: dict[str, dict] | None = None) -> str:
+    """'Seong et al., ECCV 2024, Table 1 (arXiv:2407.12463)'; ``table`` is 't1' or None."""
+    papers = papers if papers is not None else load_papers()
+    if paper not in papers:
+        raise ReportedError(f"paper {paper!r} has no entry in {PAPER_FILE_HINT}")
+    entry = papers[paper]
+    authors = entry["authors"]
+    who = authors[0].split()[-1] + (" et al." if len(authors) > 2 else f" and {authors[1].split()[-1]}"
+                                    if len(authors) == 2 else "")
+    text = f"{who}, {entry['venue']} {entry['year']}"
+    if table:
+        text += f", Table {table.lstrip('t')}"
+    if entry.get("arxiv"):
+        text += f" (arXiv:{entry['arxiv']})"
+    return text
+
+
+PAPER_FILE_HINT = "results/reported/papers.yaml"
 
 # Methods uss-bench implements (records.md contract); the live registry may hold fewer while they land.
 HARNESS_METHODS = ("iic", "picie", "stego", "hp", "ppap", "hsg", "san", "dino")
@@ -150,20 +187,21 @@ def load_reported(directory: str | Path | None = None, validate: bool = True) ->
         raise ReportedError(f"no reported CSVs in {directory}")
     frame = pd.concat([read_reported_csv(p) for p in paths], ignore_index=True)
     if validate:
-        problems = validate_reported(frame)
+        problems = validate_reported(frame, load_papers(directory))
         if problems:
             raise ReportedError("invalid reported rows:\n  " + "\n  ".join(problems))
     return frame
 
 
-def validate_reported(frame: pd.DataFrame) -> list[str]:
+def validate_reported(frame: pd.DataFrame, papers: dict[str, dict] | None = None) -> list[str]:
     """Every schema problem, one line each naming ``file:line``."""
     problems: list[str] = []
+    papers = papers if papers is not None else load_papers()
     methods, backbones, datasets = known_methods(), known_backbones(), known_datasets()
     for row in frame.itertuples(index=False):
         where = row.source
         checks = [
-            (row.paper in PAPERS, f"unknown paper {row.paper!r}"),
+            (row.paper in papers, f"unknown paper {row.paper!r} (not in {PAPER_FILE_HINT})"),
             (bool(re.fullmatch(r"t\d+", row.table)), f"table {row.table!r} is not t<N>"),
             (row.method in methods, f"unknown method {row.method!r}"),
             (row.backbone in backbones, f"unknown backbone {row.backbone!r}"),

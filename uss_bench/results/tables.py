@@ -149,7 +149,7 @@ def build_cells(layout: TableLayout, reported: pd.DataFrame, reproduced: pd.Data
                 "backbone": backbone, "column": column.label, "dataset": column.dataset, "metric": column.metric,
                 "protocol": protocol, "crf": crf, "reported": value, "reported_state": state, "note": note,
                 "mean": rep.mean if rep else math.nan, "std": rep.std if rep else math.nan,
-                "n": rep.n if rep else 0, "delta": delta,
+                "n": rep.n if rep else 0, "delta": delta, "run_ids": rep.run_ids if rep else "",
             })
         has_runs = any(c["n"] > 0 for c in row_cells)
         status = "reported only" if not runnable else ("" if has_runs else "not run")
@@ -205,8 +205,19 @@ def wide_frame(layout: TableLayout, cells: pd.DataFrame, latex: bool = False) ->
     return pd.DataFrame(rows)
 
 
+def source_citation(layout: TableLayout) -> str:
+    """'Seong et al., ECCV 2024, Table 1 (arXiv:2407.12463), Sec. 4.2': papers.yaml's citation + the layout's place."""
+    from uss_bench.results.reported import ReportedError, citation
+
+    try:
+        text = citation(layout.paper, layout.table)
+    except ReportedError:
+        text = f"{layout.paper}, Table {layout.table.lstrip('t')}"
+    return f"{text}, {layout.source}" if layout.source else text
+
+
 def footer(layout: TableLayout, cells: pd.DataFrame) -> list[str]:
-    lines = [f"{layout.caption} [{layout.source}]",
+    lines = [f"{layout.caption} [{source_citation(layout)}]",
              "Cell: reported / reproduced mean ± std (n seeds) / signed delta (reproduced − reported); "
              f"{UNKNOWN_MARK} = reported value unreadable in the source (recorded as unknown); "
              f"{NOT_REPORTED} = not reported by the paper."]
