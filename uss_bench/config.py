@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uss_bench.eval.matching import MATCHERS
-from uss_bench.eval.metrics import AVERAGING
+from uss_bench.eval.metrics import AVERAGING, EXTRA_CLUSTER_PIXELS
 from uss_bench.eval.protocol import SELECTION_RULES, Protocol
 from uss_bench.paths import cards_dir, load_card
 from uss_bench.registry import PROTOCOLS
@@ -142,6 +142,7 @@ PROTOCOL_RULES: dict[str, Rule] = {
     "miou_averaging": Rule(str, choices=AVERAGING),
     "checkpoint_selection": Rule(str, choices=SELECTION_RULES),
     "extra_clusters": Rule(int, minimum=0),
+    "extra_cluster_pixels": Rule(str, choices=EXTRA_CLUSTER_PIXELS),
     "crf_params.iterations": _POSITIVE_INT,
 }
 
