@@ -180,12 +180,17 @@ def handle(args: argparse.Namespace) -> int:
     env = make_env(args)
     problems = preflight(specs, env)
     if problems:
+        # only dataset problems can be skipped; weights and sizes stop everything
+        bad_datasets = {getattr(p, "dataset", None) for p in problems}
+        stop = not args.skip_missing or None in bad_datasets
+        if len(problems) == 1 and stop:
+            print(f"uss-bench run: error: inputs are missing or unusable: {problems[0]}; nothing was run",
+                  file=sys.stderr)
+            return 2
         print("uss-bench run: inputs are missing or unusable:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
-        # only dataset problems can be skipped; weights and sizes stop everything
-        bad_datasets = {getattr(p, "dataset", None) for p in problems}
-        if not args.skip_missing or None in bad_datasets:
+        if stop:
             print("nothing was run; fix the above (see `uss-bench datasets check`)"
                   + ("" if None in bad_datasets else " or pass --skip-missing"), file=sys.stderr)
             return 2
