@@ -293,3 +293,14 @@ def test_step_progress_reads_the_run_logs(tmp_path):
     (line,) = progress.lines()
     assert line.endswith(f"{spec.run_id} {spec.label()}: step 10/40")
     assert progress.lines() == []  # unchanged: not printed again
+
+
+def test_failure_line_unwraps_a_dataloader_worker_error():
+    from uss_bench.launch.dispatch import failure_line
+
+    wrapped = ("Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\nuss_bench.data.base.DatasetError: corrupt or truncated image /d/a.png: '
+               "broken data stream\n")
+    expected = "DatasetError: corrupt or truncated image /d/a.png: broken data stream"
+    assert failure_line("DatasetError", wrapped) == expected
+    assert failure_line("ValueError", "bad value\nmore") == "ValueError: bad value"

@@ -94,7 +94,8 @@ def handle_prepare(args: argparse.Namespace) -> int:
             device = RunEnv(device=args.device).torch_device()
             spec = BACKBONES.get(args.backbone)
             if not args.random_init:
-                message = spec.missing_weights(args.weights_dir)
+                checker = getattr(spec, "weights_problem", None) or spec.missing_weights  # opens the file too
+                message = checker(args.weights_dir)
                 if message:
                     print(f"uss-bench datasets prepare: {message}", file=sys.stderr)
                     return 2

@@ -204,13 +204,13 @@ def handle(args: argparse.Namespace) -> int:
     print(f"{len(specs)} run(s) -> {env.results_dir}/runs", file=sys.stderr)
     records = run_inline(specs, env)
     print(records_table(records))
-    from uss_bench.launch.dispatch import print_random_init_note
+    from uss_bench.launch.dispatch import failure_line, print_random_init_note
 
     print_random_init_note(specs)
     failed = [r for r in records if r.get("status") != "completed"]
     for rec in failed:
         err = rec.get("error", {})
-        print(f"FAILED {rec['run_id']}: {err.get('type')}: {err.get('message')}", file=sys.stderr)
+        print(f"FAILED {rec['run_id']}: {failure_line(err.get('type'), err.get('message'))}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -74,6 +74,17 @@ def print_records(records: list[dict[str, Any]]) -> None:
     print(records_table(records))
 
 
+def failure_line(error_type: str | None, message: str | None) -> str:
+    """One line for a failed run: the exception's own line, also when a DataLoader worker wrapped it (then the
+    original error, e.g. ``DatasetError: corrupt or truncated image <path>``, is the message's last line)."""
+    lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
+    if lines and "Original Traceback" in str(message):
+        last = lines[-1]
+        name, sep, rest = last.partition(": ")
+        return f"{name.rsplit('.', 1)[-1]}: {rest}" if sep else last
+    return f"{error_type or 'Error'}: {lines[0] if lines else ''}"
+
+
 RANDOM_INIT_NOTE = ("\nrandom init: backbone weights were random (no DINO weights); numbers test the pipeline, "
                     "not the method.")
 
@@ -188,6 +199,13 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
               f"`uss-bench status {manifest['sweep_id']}`", file=sys.stderr)
         return 3
     bad = [r for r in manifest["runs"] if r["state"] != "completed"]
+    from uss_bench.results.records import load_record
+
     for run in bad:
-        print(f"FAILED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
+        err = (load_record(env.results_dir, run["run_id"]) or {}).get("error") or {}
+        line = (failure_line(err.get("type"), err.get("message")) if err
+                else failure_line(None, run.get("error")).removeprefix("Error: "))
+        print(f"FAILED {run['run_id']} (job {run['job_id']}): {line}", file=sys.stderr)
+    if bad:
+        print("`uss-bench status --errors` shows the failed runs' log tails", file=sys.stderr)
     return 1 if bad else 0
