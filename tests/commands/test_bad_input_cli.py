@@ -201,11 +201,12 @@ def test_eval_without_weights_suggests_no_run_option_and_writes_no_record(tmp_pa
     assert not (tmp_path / "results" / "runs").exists()
 
 
-def test_eval_options_match_run(tmp_path, capsys):
+@pytest.mark.parametrize("option", [["--checkpoint-every", "5"], ["--defer-crf"]])
+def test_eval_offers_no_training_options(tmp_path, capsys, option):
     with pytest.raises(SystemExit) as exit_info:
-        main([*eval_args(tmp_path, tmp_path / "x.ckpt"), "--checkpoint-every", "5"])
+        main([*eval_args(tmp_path, tmp_path / "x.ckpt"), *option])
     assert exit_info.value.code == 2
-    assert "unrecognized arguments: --checkpoint-every" in capsys.readouterr().err
+    assert f"unrecognized arguments: {option[0]}" in capsys.readouterr().err
 
 
 # ---- §3 data ----------------------------------------------------------------------------------------------

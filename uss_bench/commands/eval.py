@@ -165,5 +165,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. protocol.crf=false")
-    add_env_arguments(parser)  # no --checkpoint-every: nothing trains
+    add_env_arguments(parser)  # no --checkpoint-every or --defer-crf: nothing trains, the CRF runs here
     parser.set_defaults(func=handle)

@@ -131,12 +131,13 @@ def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--crf-workers", type=int, default=0, help="CRF processes (0 = serial)")
-    parser.add_argument("--defer-crf", action="store_true",
-                        help="save per-image logits and leave the CRF to `uss-bench collect --crf-stage ...`")
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """Options of training runs only (`eval` trains nothing and runs its CRF inline)."""
     parser.add_argument("--checkpoint-every", type=int, default=200, help="training checkpoint period in steps")
+    parser.add_argument("--defer-crf", action="store_true",
+                        help="save per-image logits and leave the CRF to `uss-bench collect --crf-stage ...`")
 
 
 def make_env(args: argparse.Namespace):
