@@ -9,10 +9,13 @@ from uss_bench.eval.probes import Probes
 from uss_bench.methods.base import MethodContext
 from uss_bench.official_checkpoints import (
     CheckpointMismatchError,
+    CheckpointReadError,
+    InertGlobal,
     find_checkpoint,
     import_checkpoint,
     infer_settings,
     read_official,
+    read_raw,
     sha256,
 )
 from uss_bench.registry import BACKBONES, METHODS
@@ -177,3 +180,107 @@ def test_eval_command_writes_a_record_with_the_checkpoint_and_its_hash(tmp_path)
     state["linear_probe.weight"] = torch.randn(27, 5, 1, 1)
     torch.save({"state_dict": state}, path)
     assert main(args) == 2
+
+
+# ---- a checkpoint is untrusted input: loading never runs code from the file ----------------------------
+
+
+class _TouchMarker:
+    """Pickles as a call ``os.system("touch <marker>")`` (a REDUCE of os.system)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _SetStateMarker:
+    """An importable class whose ``__setstate__`` would write the marker if the loader resolved it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __getstate__(self):
+        return {"marker": self.marker}
+
+    def __setstate__(self, state):
+        with open(state["marker"], "w") as fh:
+            fh.write("ran")
+
+
+class _EvalCall:
+    """A REDUCE of builtins.eval with code that imports os and writes the marker."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"__import__('os').system('touch {self.marker}')",))
+
+
+def stego_state(seed=8):
+    net = {f"model.{k}": v for k, v in vit_state(seed).items()}
+    net.update(official_head("cluster1", "cluster2", 5, 50))
+    linear, cluster = probes_state(5)
+    state = {f"net.{k}": v for k, v in net.items()}
+    state.update({"linear_probe.weight": linear["weight"], "linear_probe.bias": linear["bias"],
+                  "cluster_probe.clusters": cluster["clusters"]})
+    return state
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("payload", [_TouchMarker, _SetStateMarker, _EvalCall])
+def test_a_crafted_checkpoint_runs_no_code_and_still_loads_its_state_dict(tmp_path, payload, legacy):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": stego_state(), "hyper_parameters": {"cfg": payload(marker)}}, path,
+               _use_new_zipfile_serialization=not legacy)
+    ckpt = read_official(path, "stego")
+    assert not marker.exists()
+    assert infer_settings(ckpt) == {"dim": 5, "n_classes": 6, "backbone": "vit-s8"}
+
+
+@pytest.mark.parametrize("payload", [_TouchMarker, _SetStateMarker])
+def test_a_file_that_is_only_a_payload_is_refused_naming_the_file(tmp_path, payload):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    torch.save(payload(marker), path)
+    with pytest.raises(CheckpointMismatchError, match=r"evil\.pth: expected a STEGO Lightning \.ckpt"):
+        read_official(path, "stego")
+    assert not marker.exists()
+
+
+def test_the_legacy_header_pickle_is_read_by_the_safe_loader_too(tmp_path):
+    """The legacy format starts with plain pickles (magic number, ...) that torch reads with pickle_module.load."""
+    import pickle
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "header.pt"
+    path.write_bytes(pickle.dumps(_TouchMarker(marker)) + b"\x00" * 64)
+    with pytest.raises(CheckpointReadError, match=r"header\.pt: not a readable PyTorch checkpoint"):
+        read_official(path, "stego")
+    assert not marker.exists()
+
+
+def test_random_bytes_are_one_error_naming_the_file(tmp_path):
+    path = tmp_path / "noise.ckpt"
+    path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(CheckpointReadError) as err:
+        read_official(path, "stego")
+    assert str(err.value).startswith(f"{path}: not a readable PyTorch checkpoint (")
+    assert "\n" not in str(err.value)
+
+
+def test_omegaconf_like_config_keeps_its_values_as_inert_data(tmp_path):
+    """An importable config class (here an OrderedDict subclass from this module) is stubbed, its state kept."""
+    path = tmp_path / "cfg.ckpt"
+    cfg = _SetStateMarker(tmp_path / "never")
+    torch.save({"state_dict": stego_state(), "hyper_parameters": cfg}, path)
+    raw = read_raw(path)
+    stub = raw["hyper_parameters"]
+    assert isinstance(stub, InertGlobal) and stub.state == {"marker": str(tmp_path / "never")}
+    assert not (tmp_path / "never").exists()
+    assert torch.equal(raw["state_dict"]["linear_probe.bias"], stego_state()["linear_probe.bias"])

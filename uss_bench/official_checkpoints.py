@@ -80,42 +80,125 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class _Stub:
-    """Stands in for classes of packages we do not install (omegaconf, Lightning) inside pickles."""
+class CheckpointReadError(ValueError):
+    """A file that cannot be read as a checkpoint (not a torch file, truncated, refused by the safe loader)."""
+
+
+class InertGlobal:
+    """Stands in for every global a checkpoint names that is not on the allowlist (omegaconf, Lightning,
+    ``os.system``, ...). Calling the class only stores the arguments and ``__setstate__`` only stores the
+    state, so nothing from the file runs; instances are plain data (STEGO's config keeps its values)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
+        self.kwargs = kwargs
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
+    def __repr__(self) -> str:
+        return f"<inert {type(self).__module__}.{type(self).__qualname__}>"
 
-class _TolerantUnpickler(pickle.Unpickler):
+
+# Plain containers and scalars, and what torch pickles around tensors; nothing here runs user code.
+_ALLOWED_BUILTINS = frozenset({
+    ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool",
+                              "str", "bytes", "bytearray", "slice")
+} | {("collections", "OrderedDict"), ("_codecs", "encode"), ("__builtin__", "set")})
+_TORCH_FUNCTIONS = frozenset({
+    ("torch._utils", n) for n in (
+        "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+        "_rebuild_parameter_with_state", "_rebuild_device_tensor_from_numpy",
+        "_rebuild_device_tensor_from_cpu_tensor", "_rebuild_meta_tensor_no_storage", "_rebuild_qtensor",
+        "_rebuild_sparse_tensor", "_rebuild_nested_tensor", "_rebuild_wrapper_subclass")
+} | {("torch._tensor", "_rebuild_from_type_v2"), ("torch.serialization", "_get_layout"),
+     ("torch.nn.parameter", "Parameter"), ("torch", "Size"), ("torch", "Tensor"), ("torch", "device"),
+     ("torch.storage", "TypedStorage"), ("torch.storage", "UntypedStorage")})
+
+
+def allowed_global(module: str, name: str) -> Any | None:
+    """The object a checkpoint may name, or None (then it is stubbed by :class:`InertGlobal`)."""
+    import builtins
+    import codecs
+    import collections
+
+    if (module, name) in _ALLOWED_BUILTINS:
+        owner = {"builtins": builtins, "__builtin__": builtins, "collections": collections, "_codecs": codecs}[module]
+        return getattr(owner, name)
+    if (module, name) in _TORCH_FUNCTIONS:
+        import importlib
+
+        return getattr(importlib.import_module(module), name, None)
+    if module in ("torch", "torch.cuda") and "." not in name:
+        obj = getattr(torch if module == "torch" else torch.cuda, name, None)
+        # dtypes, layouts, memory formats, qschemes, and the legacy typed storage / tensor classes
+        if isinstance(obj, (torch.dtype, torch.layout, torch.memory_format, torch.qscheme)):
+            return obj
+        if isinstance(obj, type) and (name.endswith("Storage") or name.endswith("Tensor")) and obj is not torch.Tensor:
+            return obj
+    return None
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An allowlist unpickler: every global (the only way a pickle reaches code: GLOBAL, STACK_GLOBAL,
+    INST, OBJ, EXT all go through ``find_class``) is either on the allowlist or an inert stub class."""
+
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Stub,), {"__module__": module})
+        obj = allowed_global(module, name)
+        if obj is not None:
+            return obj
+        return type(name.rpartition(".")[2] or "Inert", (InertGlobal,), {"__module__": module})
 
 
-_tolerant_pickle = types.ModuleType("uss_bench_tolerant_pickle")
-_tolerant_pickle.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
-_tolerant_pickle.Unpickler = _TolerantUnpickler
+def _safe_load(file: Any, **kwargs: Any) -> Any:
+    return SafeUnpickler(file, **kwargs).load()
 
 
-def read_raw(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only first; Lightning files pickle their config (omegaconf), so fall back
-    to a full load that stubs unknown classes. Only load checkpoints you trust."""
+def _safe_loads(data: bytes, **kwargs: Any) -> Any:
+    import io
+
+    return SafeUnpickler(io.BytesIO(data), **kwargs).load()
+
+
+# torch.load(pickle_module=...) reads both ``Unpickler`` (zip files) and ``load`` (the legacy format's
+# header pickles): both must be the safe ones, so this module exposes nothing of the plain pickle loader.
+_safe_pickle = types.ModuleType("uss_bench_safe_pickle")
+_safe_pickle.__dict__.update(
+    Unpickler=SafeUnpickler, load=_safe_load, loads=_safe_loads, UnpicklingError=pickle.UnpicklingError,
+    Pickler=pickle.Pickler, dump=pickle.dump, dumps=pickle.dumps, HIGHEST_PROTOCOL=pickle.HIGHEST_PROTOCOL,
+    DEFAULT_PROTOCOL=pickle.DEFAULT_PROTOCOL, __name__="uss_bench_safe_pickle",
+)
+
+
+def read_raw(path: Path) -> Any:
+    """Load a checkpoint without ever running code from it.
+
+    torch's ``weights_only`` loader first; Lightning ``.ckpt`` files also pickle their config (omegaconf,
+    Lightning classes), which it refuses, so they are read again with :class:`SafeUnpickler`, which
+    returns inert stubs for those classes. Any failure is one :class:`CheckpointReadError` naming the file.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - weights_only refuses any non-tensor global
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+        pass
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_safe_pickle)
+    except Exception as exc:  # noqa: BLE001 - any way a file fails to unpickle is the same user error
+        raise CheckpointReadError(f"{path}: not a readable PyTorch checkpoint ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an exception, without torch's multi-paragraph advice."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def parse_official(raw: dict[str, Any], method: str, path: Path) -> OfficialCheckpoint:
     """Split a loaded official file into net and probe state dicts with official key names."""
+    expected = ("a STEGO Lightning .ckpt (state_dict with net.* keys) or an HP/PPAP .pth "
+                "(net_model_state_dict, linear_model_state_dict, cluster_model_state_dict)")
     if not isinstance(raw, dict):
-        raise CheckpointMismatchError(f"{path}: expected a dict checkpoint, got {type(raw).__name__}")
+        raise CheckpointMismatchError(f"{path}: expected {expected}; the file holds a {type(raw).__name__}")
     if "net_model_state_dict" in raw:  # HP / PPAP
         missing = [k for k in ("linear_model_state_dict", "cluster_model_state_dict") if k not in raw]
         if missing:
@@ -124,6 +207,9 @@ def parse_official(raw: dict[str, Any], method: str, path: Path) -> OfficialChec
         probes.update({f"cluster_probe.{k}": v for k, v in raw["cluster_model_state_dict"].items()})
         return OfficialCheckpoint(path, method, dict(raw["net_model_state_dict"]), probes)
     state = raw.get("state_dict", raw)  # STEGO (Lightning)
+    if not isinstance(state, dict) or not any(k.startswith("net.") for k in map(str, state)):
+        keys = ", ".join(list(map(str, state))[:5]) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointMismatchError(f"{path}: expected {expected}; found keys {keys or '(none)'}")
     net, probes, ignored = {}, {}, []
     for key, value in state.items():
         if key.startswith("net."):

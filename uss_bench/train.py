@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import sys
@@ -142,8 +143,39 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)  # a crash mid-write never leaves a truncated last.pt
 
 
-def _state(method: MethodAdapter, probes: Probes) -> dict[str, Any]:
-    return {"method": copy.deepcopy(method.state_dict()), "probes": copy.deepcopy(probes.state_dict())}
+def frozen_backbone_keys(method: MethodAdapter) -> set[str]:
+    """State-dict keys of a backbone whose every parameter is frozen (DINO ViTs): it never changes, and a
+    resumed run rebuilds it identically from its weights file or seed, so checkpoints leave it out."""
+    backbone = getattr(method, "backbone", None)
+    if not isinstance(backbone, torch.nn.Module):
+        return set()
+    params = list(backbone.named_parameters())
+    if not params or any(p.requires_grad for _, p in params):
+        return set()
+    return {f"backbone.{name}" for name, _ in params}
+
+
+def _backbone_checksum(method: MethodAdapter, frozen: set[str]) -> float:
+    """A cheap fingerprint of the frozen backbone: a resume must see the same weights it left out."""
+    params = dict(method.named_parameters())
+    return float(sum(params[k].detach().double().sum().item() for k in sorted(frozen) if k in params))
+
+
+def trained_state(method: MethodAdapter, frozen: set[str]) -> dict[str, Any]:
+    """What trains and what resuming needs: the method's state without the frozen backbone."""
+    return {k: v for k, v in method.state_dict().items() if k not in frozen}
+
+
+def load_trained_state(method: MethodAdapter, state: dict[str, Any], frozen: set[str]) -> None:
+    missing, unexpected = method.load_state_dict(state, strict=False)
+    # older checkpoints hold the backbone too (nothing missing then); anything else missing is an error
+    if set(missing) - frozen or unexpected:
+        raise RuntimeError(f"checkpoint does not fit {method.name}: missing {sorted(set(missing) - frozen)[:5]}, "
+                           f"unexpected {unexpected[:5]}")
+
+
+def _state(method: MethodAdapter, probes: Probes, frozen: set[str]) -> dict[str, Any]:
+    return {"method": copy.deepcopy(trained_state(method, frozen)), "probes": copy.deepcopy(probes.state_dict())}
 
 
 def _selection_score(metrics: dict[str, Any], rule: str) -> float:
@@ -183,17 +215,24 @@ def train(
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", init_scale=2048, growth_interval=1000, enabled=use_amp)
     start_step, resumed_from = 0, None
+    last_losses_resumed: dict[str, float] = {}
     best: dict[str, Any] = {"score": -float("inf"), "step": s.steps, "state": None}
     history: list[dict[str, Any]] = []
+    frozen = frozen_backbone_keys(method)
+    checksum = _backbone_checksum(method, frozen)
     if checkpoint_path is not None and checkpoint_path.is_file():
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        method.load_state_dict(ckpt["method"])
+        if not math.isclose(ckpt.get("frozen_backbone_checksum", checksum), checksum, rel_tol=1e-9):
+            raise RuntimeError(f"{checkpoint_path} was written with other frozen backbone weights than this run "
+                               "built; delete it to train from the start")
+        load_trained_state(method, ckpt["method"], frozen)
         probes.load_state_dict(ckpt["probes"])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         best, history = ckpt["best"], ckpt["val_history"]
+        last_losses_resumed = ckpt.get("last_losses", {})
         start_step = resumed_from = ckpt["step"]
     log = JsonlLog(log_path)
     sampler = StepBatchSampler(len(train_set), s.batch_size * s.accumulate, s.seed, start_step, s.steps)
@@ -213,7 +252,7 @@ def train(
 
 
     clip_params = [p for g in method.param_groups() if g.get("clip", True) for p in g["params"] if p.requires_grad]
-    last_losses: dict[str, float] = {}
+    last_losses: dict[str, float] = dict(last_losses_resumed)
     t0 = time.perf_counter()
     step = start_step
     for step, batch in enumerate(loader, start=start_step):
@@ -251,7 +290,7 @@ def train(
                            if k != "code" and torch.is_tensor(v) and v.numel() == 1}
             last_losses.update(cluster_probe=cluster_loss.item(), linear_probe=linear_loss.item())
         if log_now:
-            log.write(step=done, time_s=round(time.perf_counter() - t0, 3), **last_losses)
+            log.write(step=done, total=s.steps, time_s=round(time.perf_counter() - t0, 3), **last_losses)
         if progress is not None:
             progress.update(1)
             progress.set_postfix({k: f"{v:.3f}" for k, v in list(last_losses.items())[:3]})
@@ -261,26 +300,30 @@ def train(
             history.append({"step": done, "score": score})
             log.write(step=done, val_score=score)
             if score > best["score"]:
-                best = {"score": score, "step": done, "state": _state(method, probes)}
-        if checkpoint_path is not None and s.checkpoint_every and done % s.checkpoint_every == 0 and done < s.steps:
+                best = {"score": score, "step": done, "state": _state(method, probes, frozen)}
+        # also after the last step: evaluation can still fail (a corrupt eval image), and a re-run after the
+        # fix then resumes here instead of training again; the record's writer deletes it on success
+        if checkpoint_path is not None and s.checkpoint_every and (done % s.checkpoint_every == 0 or done == s.steps):
             save_checkpoint(
                 checkpoint_path,
                 {
                     "step": done,
-                    "method": method.state_dict(),
+                    "method": trained_state(method, frozen),
+                    "frozen_backbone_checksum": checksum,
                     "probes": probes.state_dict(),
                     "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                     "scaler": scaler.state_dict(),
                     "rng": _rng_state(),
                     "best": best,
                     "val_history": history,
+                    "last_losses": last_losses,
                 },
             )
     if progress is not None:
         progress.close()
     selected = s.steps
     if s.selection != "last" and best["state"] is not None:
-        method.load_state_dict(best["state"]["method"])
+        load_trained_state(method, best["state"]["method"], frozen)
         probes.load_state_dict(best["state"]["probes"])
         selected = best["step"]
     return TrainResult(

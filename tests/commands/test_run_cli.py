@@ -4,7 +4,7 @@ from uss_bench.cli import main
 
 
 def test_dino_smoke_run_end_to_end(tmp_path, capsys):
-    args = ["run", "--methods", "dino", "--datasets", "synthetic", "--preset", "smoke",
+    args = ["run", "--methods", "dino", "--datasets", "synthetic", "--preset", "smoke", "--executor", "inline",
             "--results", str(tmp_path / "results"), "--data-root", str(tmp_path / "data")]
     assert main(args) == 0
     out = capsys.readouterr().out

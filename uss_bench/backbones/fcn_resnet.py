@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from uss_bench.backbones.vit import MissingWeightsError
-from uss_bench.backbones.weights import missing_weights
+from uss_bench.backbones.weights import Expected, load_weights_file, missing_weights, weights_file_problem
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from uss_bench.registry import BACKBONES
 
@@ -73,7 +73,7 @@ class FCNResNet50(nn.Module):
 
 
 def _load_torchvision_resnet(model: FCNResNet50, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path, "torchvision ResNet-50")
     renamed = {}
     for key, value in state.items():
         if key.startswith("fc."):
@@ -98,6 +98,16 @@ class FCNResNetSpec:
             return None
         return missing_weights("ImageNet", self.name, weights_dir, self.weights_file, self.weights_url,
                                "or use fcn-resnet50 (from scratch, as official HSG)")
+
+    def expected_keys(self) -> Expected:
+        return {"conv1.weight": (64, 3, 7, 7), "layer4.2.conv3.weight": (2048, 512, 1, 1)}
+
+    def weights_problem(self, weights_dir: Path | None) -> str | None:
+        """Missing, unreadable or not a ResNet-50: one line, before anything starts; None if usable."""
+        if self.weights_file is None:
+            return None
+        return self.missing_weights(weights_dir) or weights_file_problem(
+            Path(weights_dir) / self.weights_file, "torchvision ResNet-50", self.expected_keys())
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False, output_stride: int = 16,
               test_output_stride: int = 8) -> FCNResNet50:

@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 from uss_bench.backbones.vit import MissingWeightsError
-from uss_bench.backbones.weights import missing_weights
+from uss_bench.backbones.weights import Expected, load_weights_file, missing_weights, weights_file_problem
 from uss_bench.registry import BACKBONES
 
 TORCHVISION_URL = "https://download.pytorch.org/models/"
@@ -53,7 +53,7 @@ class ResNetFPN(nn.Module):
 
 def load_torchvision_trunk(model: ResNetFPN, path: Path) -> None:
     """torchvision ImageNet state dict -> the trunk; PiCIE loads with strict=False (fc is dropped)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path, "torchvision ResNet")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     trunk_missing = [k for k in missing if not k.startswith("lateral.")]
@@ -72,9 +72,19 @@ class ResNetFPNSpec:
     def weights_url(self) -> str:
         return TORCHVISION_URL + self.weights_file
 
-    def missing_weights(self, weights_dir: Path | None) -> str | None:
+    def missing_weights(self, weights_dir: Path | None, alternative: str = "or pass --random-init") -> str | None:
         return missing_weights("ImageNet", self.name, weights_dir, self.weights_file, self.weights_url,
-                               "or pass --random-init")
+                               alternative)
+
+    def expected_keys(self) -> Expected:
+        last = {"resnet18": ("layer4.1.conv2.weight", (512, 512, 3, 3)),
+                "resnet50": ("layer4.2.conv3.weight", (2048, 512, 1, 1))}.get(self.arch)
+        return {"conv1.weight": (64, 3, 7, 7), **({last[0]: last[1]} if last else {})}
+
+    def weights_problem(self, weights_dir: Path | None, alternative: str = "or pass --random-init") -> str | None:
+        """Missing, unreadable or not this ResNet: one line, before anything starts; None if usable."""
+        return self.missing_weights(weights_dir, alternative) or weights_file_problem(
+            Path(weights_dir) / self.weights_file, f"torchvision {self.arch}", self.expected_keys())
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False, dim: int = 128) -> ResNetFPN:
         model = ResNetFPN(self.arch, dim)

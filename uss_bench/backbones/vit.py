@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uss_bench.backbones.weights import missing_weights
+from uss_bench.backbones.weights import (
+    Expected,
+    WeightsFileError,
+    expected_problem,
+    load_weights_file,
+    missing_weights,
+    weights_file_problem,
+)
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from uss_bench.registry import BACKBONES
 
@@ -47,9 +54,24 @@ class ViTSpec:
     def weights_path(self, weights_dir: Path | None) -> Path | None:
         return None if weights_dir is None else Path(weights_dir) / self.weights_file
 
-    def missing_weights(self, weights_dir: Path | None) -> str | None:
-        return missing_weights("DINO", self.name, weights_dir, self.weights_file, self.weights_url,
-                               "or pass --random-init for a smoke run")
+    def missing_weights(self, weights_dir: Path | None,
+                        alternative: str = "or pass --random-init for a smoke run") -> str | None:
+        return missing_weights("DINO", self.name, weights_dir, self.weights_file, self.weights_url, alternative)
+
+    def expected_keys(self) -> Expected:
+        """Tensors that identify this ViT in an official DINO file (depth 12 for S and B)."""
+        d, p = self.dim, self.patch_size
+        return {"cls_token": None, "pos_embed": None, "patch_embed.proj.weight": (d, 3, p, p),
+                "blocks.11.attn.qkv.weight": (3 * d, d), "norm.weight": (d,)}
+
+    def weights_problem(self, weights_dir: Path | None,
+                        alternative: str = "or pass --random-init for a smoke run") -> str | None:
+        """Missing, unreadable or not this ViT: the one line to show before anything starts; None if usable."""
+        missing = self.missing_weights(weights_dir, alternative)
+        if missing:
+            return missing
+        return weights_file_problem(self.weights_path(weights_dir), f"DINO {self.name}", self.expected_keys(),
+                                    prepare=plain_dino_state)
 
     def build(self, weights_dir: Path | None = None, random_init: bool = False) -> DinoViT:
         return DinoViT(self, weights_dir=weights_dir, random_init=random_init)
@@ -62,12 +84,13 @@ class Features:
     penultimate: torch.Tensor | None = None  # [B, 1+hw, D] block L-1 output tokens (before the last block)
 
 
-def load_dino_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Official file -> plain backbone state dict; a DINO *training* checkpoint gives its teacher."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "teacher" in state:
+def plain_dino_state(state: dict) -> dict:
+    """Official file contents -> plain backbone state dict; a DINO *training* checkpoint gives its teacher."""
+    if "teacher" in state:
         state = state["teacher"]
-    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+        if not isinstance(state, dict):
+            raise WeightsFileError(f"the DINO checkpoint's 'teacher' entry is a {type(state).__name__}, not a dict")
+    state = {str(k).removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
@@ -94,6 +117,20 @@ def dino_pos_embed(pos_embed: torch.Tensor, rows: int, cols: int, square_input: 
     return torch.cat((pos_embed[:, :1], patch_pos), dim=1)
 
 
+def load_dino_state_dict(path: Path, spec: ViTSpec | None = None) -> dict[str, torch.Tensor]:
+    """Official file -> plain backbone state dict; unreadable or foreign files are one WeightsFileError."""
+    what = f"DINO {spec.name}" if spec else "DINO"
+    try:
+        state = plain_dino_state(load_weights_file(path, what))
+    except WeightsFileError as exc:
+        raise WeightsFileError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from exc
+    if spec is not None:
+        problem = expected_problem(state, spec.expected_keys(), path, what)
+        if problem:
+            raise WeightsFileError(problem)
+    return state
+
+
 class DinoViT(nn.Module):
     """A frozen-by-default DINO ViT exposing patch features, last-block attention and penultimate tokens."""
 
@@ -113,7 +150,7 @@ class DinoViT(nn.Module):
             problem = spec.missing_weights(weights_dir)
             if problem:
                 raise MissingWeightsError(problem)
-            state = load_dino_state_dict(spec.weights_path(weights_dir))
+            state = load_dino_state_dict(spec.weights_path(weights_dir), spec)
             self.vit.load_state_dict(state, strict=True)
         self.requires_grad_(False)
         self.eval()

@@ -33,11 +33,27 @@ def handle_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def smoke_batch_size() -> int:
+    """The largest training batch of any method's smoke preset: a fixture this big runs every smoke demo."""
+    import yaml
+
+    from uss_bench.paths import cards_dir
+
+    sizes = [1]
+    for path in cards_dir("methods").glob("*.yaml"):
+        card = yaml.safe_load(path.read_text()) or {}
+        train = (((card.get("presets") or {}).get("smoke") or {}).get("train") or {})
+        if isinstance(train.get("batch_size"), int):
+            sizes.append(train["batch_size"])
+    return max(sizes)
+
+
 def handle_fixture(args: argparse.Namespace) -> int:
     from uss_bench.data.fixtures import write_fixture
 
     try:
-        counts = write_fixture(args.name, args.out)
+        train_images = args.train_images if args.train_images is not None else smoke_batch_size()
+        counts = write_fixture(args.name, args.out, train_images=train_images)
     except KeyError as exc:
         print(f"uss-bench datasets fixture: error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -85,7 +101,8 @@ def handle_prepare(args: argparse.Namespace) -> int:
             device = RunEnv(device=args.device).torch_device()
             spec = BACKBONES.get(args.backbone)
             if not args.random_init:
-                message = spec.missing_weights(args.weights_dir)
+                checker = getattr(spec, "weights_problem", None) or spec.missing_weights  # opens the file too
+                message = checker(args.weights_dir)
                 if message:
                     print(f"uss-bench datasets prepare: {message}", file=sys.stderr)
                     return 2
@@ -137,4 +154,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fixture = sub.add_parser("fixture", help="write a tiny copy of a dataset in its real layout and encoding")
     fixture.add_argument("name")
     fixture.add_argument("--out", type=Path, required=True)
+    fixture.add_argument("--train-images", type=int, default=None,
+                         help="at least this many training images where the family allows it (COCO-Stuff, "
+                              "Cityscapes); default: the largest smoke-preset batch size, so `run --preset smoke` "
+                              "works on the fixture")
     fixture.set_defaults(func=handle_fixture)

@@ -1,6 +1,6 @@
 """``uss-bench eval``: evaluate a released STEGO / HP / PPAP checkpoint with the shared engine.
 
-    uss-bench eval --method stego --checkpoint cocostuff27_vit_base_5.ckpt --dataset cocostuff27
+    uss-bench eval --method stego --checkpoint cocostuff27_vit_base_5.ckpt --datasets cocostuff27
 
 The head dim and the backbone are read from the checkpoint (it carries the DINO ViT), the method's
 own protocol is used unless ``--protocol`` says otherwise, and a normal run record is written whose
@@ -18,7 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from uss_bench.commands.run import add_env_arguments, make_env, parse_overrides
+from uss_bench.commands.run import RequestError, add_env_arguments, check_env_arguments, make_env, parse_overrides
+
+EVAL_WEIGHTS_HINT = "or evaluate a checkpoint that holds the ViT (STEGO .ckpt files do)"
+
+
+class EvalInputError(ValueError):
+    """A checkpoint, dataset or weights file that cannot be evaluated; found before any record is written."""
 
 
 def evaluate_checkpoint(
@@ -27,7 +33,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Import ``checkpoint`` into ``method``, evaluate it on ``dataset`` and write the run record."""
     from uss_bench.config import resolve
-    from uss_bench.data.build import build_dataset
+    from uss_bench.data.build import build_dataset, dataset_problems
     from uss_bench.data.transforms import SegTransform
     from uss_bench.eval.crf import CRFRunner
     from uss_bench.eval.crf_kernel import CRFParams
@@ -43,10 +49,10 @@ def evaluate_checkpoint(
     from uss_bench.train import seed_everything
 
     cls = METHODS.get(method)
-    ckpt = read_official(checkpoint, method)
+    ckpt = read_official(checkpoint, method)  # unreadable or foreign files fail here, before any record
     inferred = infer_settings(ckpt)
     if backbone and inferred.get("backbone") and backbone != inferred["backbone"]:
-        raise ValueError(f"--backbone {backbone} but {ckpt.path} holds a {inferred['backbone']} ViT")
+        raise EvalInputError(f"--backbones {backbone} but {ckpt.path} holds a {inferred['backbone']} ViT")
     backbone = backbone or inferred.get("backbone") or load_card("methods", method).get("default_backbone", "vit-s8")
     user = dict(overrides or {})
     if "dim" in inferred:
@@ -56,23 +62,31 @@ def evaluate_checkpoint(
                    preset=preset, random_init=False, overrides=user)
     spec = replace(base, overrides={**user, "checkpoint.path": str(ckpt.path.resolve()),
                                     "checkpoint.sha256": sha256(ckpt.path)})
+    # ---- every input check before the record exists: a bad request leaves no failed record ----
+    config = resolve(base)
+    prot = config.protocol.with_overrides(checkpoint_selection="last")  # nothing trains: nothing to select
+    problems = dataset_problems(dataset, env.data_root, (prot.eval_split,), preset)
+    if problems:
+        raise EvalInputError("; ".join(problems))
+    eval_set = build_dataset(dataset, env.data_root, prot.eval_split,
+                             SegTransform(prot.eval_res, prot.crop, prot.image_interpolation), preset)
+    n_classes = eval_set.n_classes
+    if inferred.get("n_classes", n_classes) != n_classes:
+        raise EvalInputError(f"{ckpt.path} has a {inferred['n_classes']}-class linear probe but {dataset} has "
+                             f"{n_classes} classes")
+    backbone_spec = BACKBONES.get(backbone)
+    if not ckpt.has_backbone:  # the official STEGO files carry the DINO ViT; HP/PPAP may not
+        problem = backbone_spec.weights_problem(env.weights_dir, EVAL_WEIGHTS_HINT)
+        if problem:
+            raise EvalInputError(problem)
     record: dict[str, Any] = {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "running",
                               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     started = time.perf_counter()
     try:
-        config = resolve(base)
-        prot = config.protocol.with_overrides(checkpoint_selection="last")  # nothing trains: nothing to select
         record.update(protocol=prot.as_dict(), config=config.as_dict(), environment=environment(env))
         seed_everything(seed)
         device = env.torch_device()
-        eval_set = build_dataset(dataset, env.data_root, prot.eval_split,
-                                 SegTransform(prot.eval_res, prot.crop, prot.image_interpolation), preset)
-        n_classes = eval_set.n_classes
-        if inferred.get("n_classes", n_classes) != n_classes:
-            raise ValueError(f"{ckpt.path} has a {inferred['n_classes']}-class linear probe but {dataset} has "
-                             f"{n_classes} classes")
-        # The official files carry the DINO ViT: no weights file is needed then.
-        vit = BACKBONES.get(backbone).build(env.weights_dir, random_init=ckpt.has_backbone)
+        vit = backbone_spec.build(env.weights_dir, random_init=ckpt.has_backbone)
         context = MethodContext(dataset=dataset, backbone_name=backbone, n_classes=n_classes,
                                 batch_size=int(config.train["batch_size"]), total_steps=0, steps_per_epoch=1,
                                 train_res=int(config.train["train_res"]), device=device, data_root=env.data_root,
@@ -106,19 +120,34 @@ def evaluate_checkpoint(
 
 
 def handle(args: argparse.Namespace) -> int:
+    from uss_bench.backbones.weights import WeightsFileError
+    from uss_bench.data.base import DatasetError
+    from uss_bench.official_checkpoints import CheckpointReadError
+    from uss_bench.registry import BACKBONES, DATASETS, UnknownNameError
     from uss_bench.results.summary import records_table
 
-    env = make_env(args)
     try:
-        record = evaluate_checkpoint(
-            args.method, args.checkpoint, args.dataset, env, backbone=args.backbone, protocol=args.protocol,
-            preset=args.preset, seed=args.seed, overrides=parse_overrides(args.set),
-        )
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"uss-bench eval: error: {exc}", file=sys.stderr)
+        check_env_arguments(args)
+        datasets = DATASETS.select(args.datasets)
+        backbones = BACKBONES.select(args.backbones) if args.backbones else [None]
+        if len(backbones) > 1:
+            raise RequestError(f"--backbones {args.backbones}: a checkpoint has one backbone; name one")
+        env = make_env(args)
+        overrides = parse_overrides(args.set)
+        records = []
+        for dataset in datasets:
+            records.append(evaluate_checkpoint(
+                args.method, args.checkpoint, dataset, env, backbone=backbones[0], protocol=args.protocol,
+                preset=args.preset, seed=args.seed, overrides=overrides,
+            ))
+    except (FileNotFoundError, ValueError, KeyError, UnknownNameError, CheckpointReadError, WeightsFileError,
+            DatasetError) as exc:
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"uss-bench eval: error: {message}", file=sys.stderr)
         return 2
-    print(records_table([record]))
-    print(f"record: {env.results_dir}/runs/{record['run_id']}.json", file=sys.stderr)
+    print(records_table(records))
+    for record in records:
+        print(f"record: {env.results_dir}/runs/{record['run_id']}.json", file=sys.stderr)
     return 0
 
 
@@ -127,11 +156,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", required=True, choices=["stego", "hp", "ppap"])
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="STEGO .ckpt, HP/PPAP .pth, or a run directory holding ckpt.pth / best.pth")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--backbone", default=None, help="default: read from the checkpoint")
+    # the same names as `run` (--dataset/--backbone still accepted)
+    parser.add_argument("--datasets", "--dataset", dest="datasets", required=True,
+                        help="e.g. cocostuff27 | 'cocostuff*' (each is evaluated)")
+    parser.add_argument("--backbones", "--backbone", dest="backbones", default=None,
+                        help="default: read from the checkpoint")
     parser.add_argument("--protocol", default=None, help="default: the method card's (stego|hp|ppap)")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. protocol.crf=false")
-    add_env_arguments(parser)
+    add_env_arguments(parser)  # no --checkpoint-every or --defer-crf: nothing trains, the CRF runs here
     parser.set_defaults(func=handle)

@@ -1,41 +1,65 @@
-"""``uss-bench list methods|datasets|backbones|protocols|tables``."""
+"""``uss-bench list methods|datasets|backbones|protocols|tables``.
+
+Methods, datasets and tables are listed from their YAML cards and backbones from
+``uss_bench/backbones/catalog.py``, so
+the command never imports torch (a test keeps both in step with the registries). Protocols are Python
+objects and are read from their registry.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from uss_bench import registry
+import yaml
 
-KINDS = {
-    "methods": registry.METHODS,
-    "datasets": registry.DATASETS,
-    "backbones": registry.BACKBONES,
-    "protocols": registry.PROTOCOLS,
-    "tables": registry.TABLES,
-}
+from uss_bench.paths import PROJECT_ROOT, cards_dir
+
+KINDS = ("backbones", "datasets", "methods", "protocols", "tables")
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text or "").split())
 
 
-def _describe(kind: str, name: str, obj: object) -> str:
-    if kind == "protocols":
-        return obj.description
-    if kind == "backbones":
-        return f"{getattr(obj, 'weights_file', '')}".strip()
+def _cards(directory: Path, field: str) -> dict[str, str]:
+    out = {}
+    for path in sorted(directory.glob("*.yaml")):
+        with open(path) as fh:
+            card = yaml.safe_load(fh) or {}
+        out[str(card.get("name", path.stem))] = _one_line(card.get(field))
+    return out
+
+
+def entries(kind: str) -> dict[str, str]:
+    """Name -> one-line description of every registered ``kind``."""
+    if kind == "methods":
+        return _cards(cards_dir("methods"), "title")
     if kind == "datasets":
-        return ", ".join(obj.__doc__.split("\n")[0:1]) if obj.__doc__ else ""
+        return _cards(cards_dir("datasets"), "title")
     if kind == "tables":
-        return str(getattr(obj, "caption", "") or (obj.get("caption", "") if isinstance(obj, dict) else ""))
-    return (obj.__doc__ or "").strip().split("\n")[0] if kind == "methods" else ""
+        return _cards(Path(os.environ.get("USS_BENCH_HOME", PROJECT_ROOT)) / "results" / "tables", "caption")
+    if kind == "backbones":
+        from uss_bench.backbones.catalog import BACKBONE_CATALOG
+
+        return dict(BACKBONE_CATALOG)
+    from uss_bench.registry import PROTOCOLS
+
+    return {name: _one_line(PROTOCOLS.get(name).description) for name in PROTOCOLS.names()}
+
+
+def format_entries(items: dict[str, str]) -> str:
+    """Two columns; the first as wide as the longest name, so long names never push descriptions out of line."""
+    width = max((len(n) for n in items), default=0)
+    return "\n".join(f"{name:<{width}}  {desc}".rstrip() for name, desc in sorted(items.items()))
 
 
 def handle(args: argparse.Namespace) -> int:
-    reg = KINDS[args.kind]
-    for name in reg.names():
-        desc = _describe(args.kind, name, reg.get(name))
-        print(f"{name:16s} {desc}".rstrip())
+    print(format_entries(entries(args.kind)))
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("list", help="list registered methods, datasets, backbones, protocols or tables")
-    parser.add_argument("kind", choices=sorted(KINDS))
+    parser.add_argument("kind", choices=KINDS)
     parser.set_defaults(func=handle)

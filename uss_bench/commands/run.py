@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,101 @@ def parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+# ---- request checks: every command-line value, before any data is generated or any job starts ----------
+
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch would take more, the run seeds both
+
+
+class RequestError(ValueError):
+    """A bad command-line value; printed as one line naming the option."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            seed = int(part)
+        except ValueError:
+            raise RequestError(f"--seeds {text!r}: {part!r} is not an integer (e.g. --seeds 0,1,2)") from None
+        if not 0 <= seed <= MAX_SEED:
+            raise RequestError(f"--seeds {text!r}: {seed} is outside 0..{MAX_SEED}")
+        seeds.append(seed)
+    return list(dict.fromkeys(seeds))
+
+
+def check_device(device: str, on_this_host: bool = True) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; CUDA must exist here when the runs execute here."""
+    kind, _, index = device.partition(":")
+    if device in ("auto", "cpu") or (kind == "cuda" and (not index or index.isdigit())):
+        if kind != "cuda" or not on_this_host:
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RequestError(f"--device {device}: CUDA is not available on this machine "
+                               f"(torch {torch.__version__}); use --device cpu or auto")
+        if index and int(index) >= torch.cuda.device_count():
+            raise RequestError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return
+    raise RequestError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def check_results_dir(path: Path) -> None:
+    """The results directory (or its nearest existing parent) must be a writable directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RequestError(f"--results {path}: is a file, not a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RequestError(f"--results {path}: {existing} is not a directory")
+    if not _can_write(existing):
+        what = "is" if existing == path else f"cannot be created: {existing} is"
+        raise RequestError(f"--results {path}: {what} not writable")
+
+
+def _can_write(directory: Path) -> bool:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".uss-bench-write-test.")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def check_env_arguments(args: argparse.Namespace, runs_here: bool = True) -> None:
+    """The machine-local options shared by ``run`` and ``eval``."""
+    for option in ("num_workers", "crf_workers", "checkpoint_every"):
+        value = getattr(args, option, None)
+        if value is not None and value < 0:
+            raise RequestError(f"--{option.replace('_', '-')} {value}: must be 0 or more")
+    check_device(args.device, on_this_host=runs_here)
+    check_results_dir(args.results)
+
+
+def check_launch_arguments(args: argparse.Namespace) -> str:
+    """Executor, profile and --resource values; returns the executor. No job is started."""
+    from uss_bench.launch import profiles
+    from uss_bench.launch.dispatch import chosen_executor
+    from uss_bench.launch.executors import LaunchError
+
+    try:
+        executor = chosen_executor(args)
+        if args.profile:
+            profiles.load_profile(args.profile)
+        profiles.parse_overrides(args.resource)
+    except (profiles.ProfileError, LaunchError) as exc:
+        raise RequestError(str(exc)) from None
+    if getattr(args, "timeout", 1) <= 0 or getattr(args, "poll", 1) <= 0:
+        raise RequestError("--timeout and --poll must be positive numbers of seconds")
+    return executor
+
+
 def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=default_results_dir(),
                         help="results directory (default ./results)")
@@ -35,9 +131,13 @@ def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--crf-workers", type=int, default=0, help="CRF processes (0 = serial)")
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """Options of training runs only (`eval` trains nothing and runs its CRF inline)."""
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="training checkpoint period in steps")
     parser.add_argument("--defer-crf", action="store_true",
                         help="save per-image logits and leave the CRF to `uss-bench collect --crf-stage ...`")
-    parser.add_argument("--checkpoint-every", type=int, default=200, help="training checkpoint period in steps")
 
 
 def make_env(args: argparse.Namespace):
@@ -49,7 +149,7 @@ def make_env(args: argparse.Namespace):
         weights_dir=args.weights_dir,
         device=args.device,
         num_workers=args.num_workers,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=getattr(args, "checkpoint_every", 0),
         crf_workers=args.crf_workers,
         defer_crf=getattr(args, "defer_crf", False),
         force=getattr(args, "force", False),
@@ -62,12 +162,15 @@ def handle(args: argparse.Namespace) -> int:
     from uss_bench.registry import UnknownNameError
     from uss_bench.results.summary import records_table
 
-    try:
+    try:  # every command-line value first: nothing is generated, started or written before this passes
+        seeds = parse_seeds(args.seeds)
+        executor = check_launch_arguments(args)
+        check_env_arguments(args, runs_here=executor != "slurm")
         specs = expand_specs(
             args.methods,
             args.datasets,
             backbones=args.backbones,
-            seeds=[int(s) for s in args.seeds.split(",")],
+            seeds=seeds,
             protocol=args.protocol,
             preset=args.preset,
             random_init=True if args.random_init else None,
@@ -80,23 +183,26 @@ def handle(args: argparse.Namespace) -> int:
     env = make_env(args)
     problems = preflight(specs, env)
     if problems:
-        missing_datasets = sorted({p.split(":")[0] for p in problems if not p.startswith("missing DINO weights")})
-        print("uss-bench run: inputs are missing:", file=sys.stderr)
-        for problem in problems:
-            print(f"  - {problem}", file=sys.stderr)
-        if not args.skip_missing:
-            print("nothing was run; prepare the data (see `uss-bench datasets check`) or pass --skip-missing",
+        # only dataset problems can be skipped; weights and sizes stop everything
+        bad_datasets = {getattr(p, "dataset", None) for p in problems}
+        stop = not args.skip_missing or None in bad_datasets
+        if len(problems) == 1 and stop:
+            print(f"uss-bench run: error: inputs are missing or unusable: {problems[0]}; nothing was run",
                   file=sys.stderr)
             return 2
-        specs = [s for s in specs if s.dataset not in missing_datasets]
-        if any(p.startswith("missing DINO weights") for p in problems):
+        print("uss-bench run: inputs are missing or unusable:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        if stop:
+            print("nothing was run; fix the above (see `uss-bench datasets check`)"
+                  + ("" if None in bad_datasets else " or pass --skip-missing"), file=sys.stderr)
             return 2
+        specs = [s for s in specs if s.dataset not in bad_datasets]
         if not specs:
             return 2
-    from uss_bench.launch.dispatch import chosen_executor, launch
+    from uss_bench.launch.dispatch import launch
     from uss_bench.results.report import refresh_report
 
-    executor = chosen_executor(args)
     if executor != "inline":  # local processes or Slurm arrays: uss_bench/launch/dispatch.py
         code = launch(args, specs, env, executor)
         refresh_report(env.results_dir, env.data_root)
@@ -105,13 +211,13 @@ def handle(args: argparse.Namespace) -> int:
     records = run_inline(specs, env)
     print(records_table(records))
     refresh_report(env.results_dir, env.data_root)
-    if any(r.get("spec", {}).get("random_init") for r in records):
-        print("\nrandom init: backbone weights were random (no DINO weights); numbers test the pipeline, "
-              "not the method.")
+    from uss_bench.launch.dispatch import failure_line, print_random_init_note
+
+    print_random_init_note(specs)
     failed = [r for r in records if r.get("status") != "completed"]
     for rec in failed:
         err = rec.get("error", {})
-        print(f"FAILED {rec['run_id']}: {err.get('type')}: {err.get('message')}", file=sys.stderr)
+        print(f"FAILED {rec['run_id']}: {failure_line(err.get('type'), err.get('message'))}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -129,6 +235,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides such as train.steps=100 hparams.tau=0.5 protocol.crf=false")
     add_env_arguments(parser)
+    add_checkpoint_argument(parser)
     from uss_bench.launch.dispatch import add_launch_arguments
 
     add_launch_arguments(parser)

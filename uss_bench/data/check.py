@@ -175,3 +175,34 @@ def _check_generic(cls, name: str, root: Path, preset: str, report: CheckReport)
         except (DatasetError, FileNotFoundError) as exc:
             report.problems.append(f"{split}: {exc}")
     return report
+
+
+def check_splits(
+    name: str, data_root: str | Path, splits: tuple[str, ...], preset: str = "default",
+    sample: int | None = SAMPLE_PER_SPLIT,
+) -> CheckReport:
+    """``run``'s data check: the splits a run reads, listed and counted, and ``sample`` items of each decoded
+    (all with ``sample=None``), exactly as ``datasets check`` does for every split of the card."""
+    cls = DATASETS.get(name)
+    report = CheckReport(name)
+    if not issubclass(cls, RealDataset):
+        for split in splits:
+            try:
+                ds = cls(Path(data_root), split, transform=None, preset=preset)
+                report.counts[split] = len(ds)
+                for index in _sample(len(ds), sample):
+                    ds[index]
+                    report.files_read += 1
+            except (DatasetError, FileNotFoundError) as exc:
+                report.add(split, str(exc))
+        return report
+    ds = cls.bare(data_root, preset)
+    for split in splits:
+        try:
+            items = ds.list_items(split)
+        except DatasetError as exc:
+            report.add(split, str(exc))
+            continue
+        report.counts[split] = len(items)
+        _check_items(ds, split, items, sample, report)
+    return report

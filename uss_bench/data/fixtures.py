@@ -85,9 +85,10 @@ COCO_COUNTS = {"cocostuff27": {"train": 4, "val": 2, "train+val": 6, "picie_trai
 COCO_VALUES = [0, 156, 123, 148, 171, 255]
 
 
-def _coco(out: Path) -> None:
+def _coco(out: Path, extra_train: int = 0) -> None:
     root = out / "cocostuff"
-    for sub, ids in (("train2017", COCO_TRAIN), ("val2017", COCO_VAL)):
+    extra = [f"{900000 + k:012d}" for k in range(extra_train)]  # demo size: more train images, every list
+    for sub, ids in (("train2017", COCO_TRAIN + extra), ("val2017", COCO_VAL)):
         for n, image_id in enumerate(ids):
             rng = _rng("coco", image_id)
             h, w = (36, 48) if n % 2 == 0 else (48, 40)
@@ -95,7 +96,7 @@ def _coco(out: Path) -> None:
             _save_jpg(root / "images" / sub / f"{image_id}.jpg", _image_for(label, rng))
             _save_png(root / "annotations" / sub / f"{image_id}.png", label.astype(np.uint8))
     for list_name, (train_ids, val_ids) in COCO_LISTS.items():
-        _write_lines(root / "curated" / "train2017" / list_name, train_ids)
+        _write_lines(root / "curated" / "train2017" / list_name, train_ids + extra)
         _write_lines(root / "curated" / "val2017" / list_name, val_ids)
     # PiCIE's loaders read <root>/fine_to_coarse_dict.pickle, key fine_index_to_coarse_index (182 ints);
     # protocol 2 so Python 2 (IIC) can read it too. The official file also names the classes; no loader reads that.
@@ -113,9 +114,10 @@ CITY_UNLABELLED = {"test": ["berlin_000000_000019", "bonn_000000_000019"], "trai
 CITY_VALUES = [0, 6, 7, 11, 21, 23, 26, 33]
 
 
-def _cityscapes(out: Path) -> None:
+def _cityscapes(out: Path, extra_train: int = 0) -> None:
     root = out / "cityscapes"
-    for split, stems in CITY_FILES.items():
+    extra = [f"zurich_{k:06d}_000019" for k in range(extra_train)]  # demo size: more train images
+    for split, stems in {**CITY_FILES, "train": CITY_FILES["train"] + extra}.items():
         for stem in stems:
             city = stem.split("_")[0]
             rng = _rng("cityscapes", stem)
@@ -231,8 +233,15 @@ def fixture_names() -> list[str]:
     return sorted(WRITERS)
 
 
-def write_fixture(name: str, out: str | Path) -> dict[str, int]:
-    """Write the fixture of ``name`` under ``out``; returns its split sizes (also recorded in the manifest)."""
+# families whose writer can add train images (``train_images``); the base split sizes stay as above
+GROWABLE = ("cocostuff27", "cocostuff15", "cocostuff3", "cityscapes27", "cityscapes19")
+
+
+def write_fixture(name: str, out: str | Path, train_images: int | None = None) -> dict[str, int]:
+    """Write the fixture of ``name`` under ``out``; returns its split sizes (also recorded in the manifest).
+
+    ``train_images``: at least this many training images (COCO-Stuff, Cityscapes), e.g. the smoke preset's
+    batch size so that ``fixture`` + ``run --random-init --preset smoke`` works as a demo."""
     if name == "synthetic":
         from uss_bench.data.synthetic import ensure_generated
 
@@ -243,7 +252,15 @@ def write_fixture(name: str, out: str | Path) -> dict[str, int]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     writer, counts = WRITERS[name]
-    writer(out)
+    counts = dict(counts)
+    extra = max(0, (train_images or 0) - counts["train"]) if name in GROWABLE else 0
+    if extra:
+        writer(out, extra_train=extra)
+        counts["train"] += extra
+        if "picie_eval" in counts:  # cityscapes27's train+val split
+            counts["picie_eval"] += extra
+    else:
+        writer(out)
     manifest_path = out / FIXTURE_MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[name] = counts

@@ -7,7 +7,11 @@ before a job is queued), then hands them here unless the executor is ``inline``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from uss_bench.launch import executors as ex
@@ -70,6 +74,85 @@ def print_records(records: list[dict[str, Any]]) -> None:
     print(records_table(records))
 
 
+def failure_line(error_type: str | None, message: str | None) -> str:
+    """One line for a failed run: the exception's own line, also when a DataLoader worker wrapped it (then the
+    original error, e.g. ``DatasetError: corrupt or truncated image <path>``, is the message's last line)."""
+    lines = [line.strip() for line in str(message or "").splitlines() if line.strip()]
+    if lines and "Original Traceback" in str(message):
+        last = lines[-1]
+        name, sep, rest = last.partition(": ")
+        return f"{name.rsplit('.', 1)[-1]}: {rest}" if sep else last
+    return f"{error_type or 'Error'}: {lines[0] if lines else ''}"
+
+
+RANDOM_INIT_NOTE = ("\nrandom init: backbone weights were random (no DINO weights); numbers test the pipeline, "
+                    "not the method.")
+
+
+def print_random_init_note(specs: list[Any]) -> None:
+    """The footnote under every table of runs with random backbones, whatever the executor."""
+    if any(getattr(s, "random_init", False) for s in specs):
+        print(RANDOM_INIT_NOTE)
+
+
+def last_step(log_path: Path) -> tuple[int, int | None] | None:
+    """(step, total) of the newest training log line that has them; None before the first one."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line being written, or cut by the 4 KiB window
+        if isinstance(entry, dict) and "step" in entry and "val_score" not in entry:
+            return int(entry["step"]), entry.get("total")
+    return None
+
+
+class StepProgress:
+    """Between the executors' status lines: each unfinished run's training step out of its total, read from
+    ``<results>/logs/<run_id>.jsonl`` every ``period_s``, printed when it changed."""
+
+    def __init__(self, specs: list[Any], results_dir: Path, period_s: float = 10.0) -> None:
+        self.specs, self.results_dir, self.period_s = specs, Path(results_dir), period_s
+        self.shown: dict[str, tuple[int, int | None]] = {}
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="uss-bench-progress", daemon=True)
+
+    def lines(self) -> list[str]:
+        out = []
+        for spec in self.specs:
+            if (self.results_dir / "runs" / f"{spec.run_id}.json").is_file():
+                continue  # finished: the status line says so
+            now = last_step(self.results_dir / "logs" / f"{spec.run_id}.jsonl")
+            if now is None or self.shown.get(spec.run_id) == now:
+                continue
+            self.shown[spec.run_id] = now
+            step, total = now
+            out.append(f"[{time.monotonic() - self.start:6.0f}s]   {spec.run_id} {spec.label()}: "
+                       f"step {step}/{total if total is not None else '?'}")
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            for line in self.lines():
+                print(line, file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StepProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * self.period_s)
+
+
 def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) -> int:
     """Submit (slurm) or run (local) ``specs``; returns the exit code for ``run``."""
     try:
@@ -86,11 +169,13 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
         if not todo:
             print("nothing to submit", file=sys.stderr)
             print_records(spec_records(specs, env.results_dir))
+            print_random_init_note(specs)
             return 1 if failed else 0
         argv = list(sys.argv)
         if executor == "local":
-            manifest = ex.run_local(todo, env, args.profile, overrides, argv=argv, timeout_s=args.timeout,
-                                    poll_s=min(args.poll, 1.0), on_change=ex.print_progress)
+            with StepProgress(todo, env.results_dir, period_s=max(args.poll, 2.0)):
+                manifest = ex.run_local(todo, env, args.profile, overrides, argv=argv, timeout_s=args.timeout,
+                                        poll_s=min(args.poll, 1.0), on_change=ex.print_progress)
             finished = True
         else:
             manifest, _ = ex.submit(todo, env, "slurm", args.profile, overrides, argv=argv)
@@ -101,17 +186,26 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
                 print(f"follow with `uss-bench status {manifest['sweep_id']}`, gather with "
                       f"`uss-bench collect {manifest['sweep_id']}`", file=sys.stderr)
                 return 0
-            finished = ex.wait_for(manifest, timeout_s=args.timeout, poll_s=args.poll,
-                                   on_change=ex.print_progress)
+            with StepProgress(todo, env.results_dir, period_s=max(args.poll, 2.0)):
+                finished = ex.wait_for(manifest, timeout_s=args.timeout, poll_s=args.poll,
+                                       on_change=ex.print_progress)
     except (profiles.ProfileError, ex.LaunchError) as exc:
         print(f"uss-bench run: error: {exc}", file=sys.stderr)
         return 2
     print_records(spec_records(specs, env.results_dir))
+    print_random_init_note(specs)
     if not finished:
         print(f"timed out after {args.timeout:.0f} s with {mf.counts(manifest)}; the jobs keep running: "
               f"`uss-bench status {manifest['sweep_id']}`", file=sys.stderr)
         return 3
     bad = [r for r in manifest["runs"] if r["state"] != "completed"]
+    from uss_bench.results.records import load_record
+
     for run in bad:
-        print(f"FAILED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
+        err = (load_record(env.results_dir, run["run_id"]) or {}).get("error") or {}
+        line = (failure_line(err.get("type"), err.get("message")) if err
+                else failure_line(None, run.get("error")).removeprefix("Error: "))
+        print(f"FAILED {run['run_id']} (job {run['job_id']}): {line}", file=sys.stderr)
+    if bad:
+        print("`uss-bench status --errors` shows the failed runs' log tails", file=sys.stderr)
     return 1 if bad else 0

@@ -73,14 +73,30 @@ def validate(resources: dict[str, Any], source: str) -> dict[str, Any]:
     return {k: v for k, v in resources.items() if v is not None}
 
 
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a file; a syntax error is one ProfileError naming the file and the line."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{where}: not valid YAML ({problem})") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def load_profile(name: str) -> dict[str, Any]:
+    import difflib
+
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(available_profiles()) or "none"
-        raise ProfileError(f"unknown profile {name!r}: no file {path} (available: {known})")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
-    return validate(data, str(path))
+        known = available_profiles()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean: {', '.join(close)}? " if close else ""
+        raise ProfileError(f"unknown profile {name!r}: no file {path} ({hint}available: {', '.join(known) or 'none'})")
+    return validate(read_yaml(path) or {}, str(path))
 
 
 def card_resources(method: str) -> dict[str, Any]:
@@ -88,8 +104,7 @@ def card_resources(method: str) -> dict[str, Any]:
     path = cards_dir("methods") / f"{method}.yaml"
     if not path.is_file():
         return {}
-    with open(path) as fh:
-        card = yaml.safe_load(fh) or {}
+    card = read_yaml(path) or {}
     return validate(card.get("resources") or {}, f"{path} (resources)")
 
 
