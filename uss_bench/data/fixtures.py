@@ -14,6 +14,7 @@ instead of the card's full-size counts.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pickle
@@ -229,6 +230,36 @@ WRITERS: dict[str, tuple[Callable[[Path], None], dict[str, int]]] = {
 }
 
 
+def _ucm_settings(name: str) -> dict | None:
+    """HSG's OWT-UCM layout for ``name`` (its method card's ``oversegmentation``), if it reads one."""
+    from uss_bench.paths import load_card
+
+    for entry in load_card("methods", "hsg").get("configs") or []:
+        if fnmatch.fnmatch(name, str(entry.get("dataset"))):  # card entries may name a family (cocostuff*)
+            settings = (entry.get("hparams") or {}).get("oversegmentation") or {}
+            return settings if settings.get("source") == "ucm" and settings.get("ucm_dir") else None
+    return None
+
+
+def _write_ucm_maps(name: str, out: Path) -> None:
+    """Region-id PNGs where HSG reads its OWT-UCM maps (``ucm_dir`` / ``ucm_pattern``), one per training
+    image: a 3x3 grid of regions, so a fixture also serves ``run --methods hsg`` in the official layout."""
+    settings = _ucm_settings(name)
+    if settings is None:
+        return
+    from uss_bench.data.build import build_dataset
+    from uss_bench.paths import load_card
+
+    ucm_dir = out / settings["ucm_dir"]
+    pattern = str(settings.get("ucm_pattern") or "{id}.png")
+    split = load_card("datasets", name).get("train_split", "train")
+    for sample in build_dataset(name, out, split, None):
+        h, w = sample["label"].shape[-2:]
+        rows = np.minimum(np.arange(h) * 3 // h, 2)[:, None]
+        cols = np.minimum(np.arange(w) * 3 // w, 2)[None, :]
+        _save_png(ucm_dir / pattern.format(id=sample["id"]), (rows * 3 + cols).astype(np.uint8))
+
+
 def fixture_names() -> list[str]:
     return sorted(WRITERS)
 
@@ -261,6 +292,7 @@ def write_fixture(name: str, out: str | Path, train_images: int | None = None) -
             counts["picie_eval"] += extra
     else:
         writer(out)
+    _write_ucm_maps(name, out)
     manifest_path = out / FIXTURE_MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     manifest[name] = counts
