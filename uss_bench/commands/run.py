@@ -97,16 +97,17 @@ def handle(args: argparse.Namespace) -> int:
     if executor != "inline":  # local processes or Slurm arrays: uss_bench/launch/dispatch.py
         return launch(args, specs, env, executor)
     print(f"{len(specs)} run(s) -> {env.results_dir}/runs", file=sys.stderr)
-    records = run_inline(specs, env)
+    records = run_inline(specs, env, retry_failed=args.retry_failed)
     print(records_table(records))
     if any(r.get("spec", {}).get("random_init") for r in records):
         print("\nrandom init: backbone weights were random (no DINO weights); numbers test the pipeline, "
               "not the method.")
-    failed = [r for r in records if r.get("status") != "completed"]
+    failed = [r for r in records if r.get("status") not in ("completed", "running")]
     for rec in failed:
         err = rec.get("error", {})
         print(f"FAILED {rec['run_id']}: {err.get('type')}: {err.get('message')}", file=sys.stderr)
-    return 1 if failed else 0
+    # 3: some runs are still being computed by another process (as `run --wait` timing out)
+    return 1 if failed else (3 if any(r.get("status") == "running" for r in records) else 0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -72,21 +72,20 @@ def print_records(records: list[dict[str, Any]]) -> None:
 
 def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) -> int:
     """Submit (slurm) or run (local) ``specs``; returns the exit code for ``run``."""
+    from uss_bench.pipeline.plan import plan_runs  # here: `uss-bench --help` must not import torch
     try:
         overrides = profiles.parse_overrides(args.resource)
         groups = ex.group_by_resources(specs, args.profile, overrides)  # bad profiles/keys fail here
         if executor == "slurm":
             ex.check_slurm_request(groups, args.profile)
-        todo, done, failed = ex.split_by_record(specs, env.results_dir, env.force, args.retry_failed)
-        if done:
-            print(f"{len(done)} run(s) already completed: skipped (--force recomputes)", file=sys.stderr)
-        if failed:
-            print(f"{len(failed)} run(s) failed before: skipped (--retry-failed submits them again): "
-                  + ", ".join(s.run_id for s in failed), file=sys.stderr)
+        plan = plan_runs(specs, env.results_dir, env.force, args.retry_failed)  # the rule of every executor
+        for line in plan.messages():
+            print(line, file=sys.stderr)
+        todo = plan.to_run
         if not todo:
             print("nothing to submit", file=sys.stderr)
             print_records(spec_records(specs, env.results_dir))
-            return 1 if failed else 0
+            return 1 if plan.input_failed else (3 if plan.busy else 0)
         argv = list(sys.argv)
         if executor == "local":
             manifest = ex.run_local(todo, env, args.profile, overrides, argv=argv, timeout_s=args.timeout,
@@ -111,7 +110,11 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
         print(f"timed out after {args.timeout:.0f} s with {mf.counts(manifest)}; the jobs keep running: "
               f"`uss-bench status {manifest['sweep_id']}`", file=sys.stderr)
         return 3
-    bad = [r for r in manifest["runs"] if r["state"] != "completed"]
+    bad = [r for r in manifest["runs"] if r["state"] not in ("completed", "skipped")]
     for run in bad:
         print(f"FAILED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
-    return 1 if bad else 0
+    for run in manifest["runs"]:
+        if run["state"] == "skipped":
+            print(f"SKIPPED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
+    busy = plan.busy or any(r["state"] == "skipped" for r in manifest["runs"])
+    return 1 if bad or plan.input_failed else (3 if busy else 0)
