@@ -111,11 +111,11 @@ def test_job_dying_without_result_is_failed_in_bounded_time_then_retried(slurm_e
 
     assert main(["status", "--errors", "--results", str(tmp_path)]) == 0
     assert "about to die" in capsys.readouterr().out
-    # a plain re-run skips the failed run; --retry-failed submits it again (now the real job)
+    # the job died (not bad input): a plain re-run submits it again, saying so (now the real job)
     base = ["run", *SMOKE, "--seeds", "7", *CI, "--wait", "--timeout", "180", "--results", str(tmp_path)]
-    assert main(base) == 1
-    assert "failed before: skipped (--retry-failed" in capsys.readouterr().err
-    assert main(base + ["--retry-failed"]) == 0, capsys.readouterr().err
+    assert main(base) == 0
+    assert f"retrying 1 run(s) that failed before: {run_spec.run_id} (JobDiedWithoutResult: job " in (
+        capsys.readouterr().err)
     assert load_record(tmp_path, run_spec.run_id)["status"] == "completed"
 
 
