@@ -130,7 +130,10 @@ def load(path: str | Path) -> dict[str, Any]:
         path = path / MANIFEST_NAME
     try:
         with open(path) as fh:
-            return _in_memory(json.load(fh), path)
+            data = json.load(fh)
+        if not isinstance(data, dict) or "runs" not in data:
+            raise ValueError(f"corrupt sweep manifest {path}: not a manifest (no runs)")
+        return _in_memory(data, path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no sweep manifest at {path}") from None
     except json.JSONDecodeError as exc:
