@@ -32,7 +32,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="give up waiting after this long (default 24 h); jobs keep running")
     group.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help="status poll period (default 5)")
     group.add_argument("--retry-failed", action="store_true",
-                       help="submit again the runs whose record says failed (otherwise they are skipped)")
+                       help="also run again the runs that failed on bad input (a plain re-run retries every "
+                            "other failure and skips those; see README, 'What a run records')")
 
 
 def chosen_executor(args: argparse.Namespace) -> str:
