@@ -27,8 +27,9 @@ def holder(tmp_path):
     proc.start()
     assert ready.wait(60), "the child never took the lock"
     yield proc, release
-    release.set()
-    proc.join(10)
+    if proc.is_alive():  # never touch the Event after a kill: the dead child may hold its semaphores
+        release.set()
+        proc.join(10)
     if proc.is_alive():
         proc.kill()
 
