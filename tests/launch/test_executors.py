@@ -35,18 +35,6 @@ def test_chunks():
         ex.chunks([1], 0)
 
 
-def test_split_by_record(tmp_path: Path):
-    done, failed, new = spec(0), spec(1), spec(2)
-    write_record(tmp_path, {"run_id": done.run_id, "status": "completed"})
-    write_record(tmp_path, {"run_id": failed.run_id, "status": "failed"})
-    assert ex.split_by_record([done, failed, new], tmp_path, force=False, retry_failed=False) == (
-        [new], [done], [failed])
-    assert ex.split_by_record([done, failed, new], tmp_path, force=False, retry_failed=True) == (
-        [failed, new], [done], [])
-    assert ex.split_by_record([done, failed, new], tmp_path, force=True, retry_failed=False) == (
-        [done, failed, new], [], [])
-
-
 def test_one_group_per_distinct_resource_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "methods").mkdir()
     (tmp_path / "methods" / "big.yaml").write_text(yaml.safe_dump({"resources": {"gpus": 2, "mem_gb": 64}}))

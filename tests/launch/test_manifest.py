@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,19 @@ def test_counts_and_finished(tmp_path: Path):
     assert not mf.is_finished(m)
     m["runs"][2]["state"] = "failed"
     assert mf.is_finished(m)
+
+
+def test_manifest_on_disk_is_relative_and_json_that_is_not_a_manifest_is_named(tmp_path: Path):
+    m = mf.new_manifest(tmp_path, "local", None)
+    path = mf.save(m)
+    saved = json.loads(path.read_text())
+    assert (saved["results_dir"], saved["sweep_dir"], saved["jobs_dir"]) == (
+        ".", f"sweeps/{m['sweep_id']}", f"sweeps/{m['sweep_id']}/jobs")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "sweeps").rename(moved / "sweeps")
+    loaded = mf.find(moved)
+    assert loaded["results_dir"] == str(moved) and loaded["jobs_dir"] == str(moved / "sweeps" / m["sweep_id"] / "jobs")
+    (moved / "sweeps" / m["sweep_id"] / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="corrupt sweep manifest .*not a manifest"):
+        mf.find(moved)

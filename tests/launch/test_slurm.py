@@ -111,11 +111,11 @@ def test_job_dying_without_result_is_failed_in_bounded_time_then_retried(slurm_e
 
     assert main(["status", "--errors", "--results", str(tmp_path)]) == 0
     assert "about to die" in capsys.readouterr().out
-    # a plain re-run skips the failed run; --retry-failed submits it again (now the real job)
+    # the job died (not bad input): a plain re-run submits it again, saying so (now the real job)
     base = ["run", *SMOKE, "--seeds", "7", *CI, "--wait", "--timeout", "180", "--results", str(tmp_path)]
-    assert main(base) == 1
-    assert "failed before: skipped (--retry-failed" in capsys.readouterr().err
-    assert main(base + ["--retry-failed"]) == 0, capsys.readouterr().err
+    assert main(base) == 0
+    assert f"retrying 1 run(s) that failed before: {run_spec.run_id} (JobDiedWithoutResult: job " in (
+        capsys.readouterr().err)
     assert load_record(tmp_path, run_spec.run_id)["status"] == "completed"
 
 
@@ -213,3 +213,42 @@ def test_requeued_training_resumes_and_ends_with_the_same_metrics(slurm_env, tmp
 def _job_count() -> int:
     out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i"], capture_output=True, text=True, check=True)
     return len(out.stdout.split())
+
+
+def test_a_slurm_job_holds_its_run_lock_with_its_job_id(slurm_env, tmp_path: Path, capsys, monkeypatch):
+    """The lock label names the array task; a re-run meanwhile submits nothing; a job finding the lock
+    taken does nothing and is reported skipped."""
+    import fake_training
+
+    from uss_bench.results.locks import holder_of, run_lock
+
+    cloudpickle.register_pickle_by_value(fake_training)
+    hold = tmp_path / "go"
+    for key, value in {"FAKE_STEPS": "1", "FAKE_STEP_S": "0", "FAKE_HOLD_FILE": str(hold)}.items():
+        monkeypatch.setenv(key, value)  # sbatch exports this environment to the job
+    run_spec = smoke_spec(0)
+    env = RunEnv(results_dir=tmp_path, data_root=tmp_path / "data", weights_dir=None)
+    manifest, _ = ex.submit([run_spec], env, "slurm", "local-ci", fn=fake_training.FakeSpecJob())
+    (run,) = manifest["runs"]
+    deadline = time.monotonic() + 120
+    while (holder := holder_of(tmp_path, run_spec.run_id)) is None:
+        assert time.monotonic() < deadline, "the job never took the run's lock"
+        time.sleep(0.5)
+    assert holder["job_id"] == run["job_id"]
+    jobs_before = _job_count()
+    assert main(["run", *SMOKE, *CI, "--results", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert f"is already running (pid {holder['pid']} on {holder['host']} / job id {run['job_id']}" in err
+    assert _job_count() == jobs_before
+    hold.touch()
+    assert ex.wait_for(manifest, timeout_s=120, poll_s=1, grace_s=5)
+    assert mf.counts(manifest) == {"completed": 1}
+
+    record_path = tmp_path / "runs" / f"{run_spec.run_id}.json"
+    record_path.unlink()
+    with run_lock(tmp_path, run_spec.run_id):  # this process "computes" the run now
+        manifest, _ = ex.submit([run_spec], env, "slurm", "local-ci", fn=fake_training.FakeSpecJob())
+        assert ex.wait_for(manifest, timeout_s=120, poll_s=1, grace_s=5)
+    (run,) = manifest["runs"]
+    assert run["state"] == "skipped" and f"already running (pid {os.getpid()}" in run["error"]
+    assert not record_path.exists()  # the skipped job wrote nothing

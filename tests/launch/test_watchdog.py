@@ -164,3 +164,17 @@ def test_failed_record_is_final_once_the_job_ended(sweep: dict):
                                         "error": {"type": "RuntimeError", "message": "nan loss"}})
     watchdog.refresh(sweep, {"40_1": ("FAILED", "NonZeroExitCode")}, now=0.0)
     assert sweep["runs"][1]["state"] == "failed" and sweep["runs"][1]["error"] == "RuntimeError: nan loss"
+
+
+def test_job_that_found_its_run_locked_is_skipped_not_failed(sweep: dict):
+    from uss_bench.launch.jobs import ALREADY_RUNNING
+
+    message = "run run1 is already running (pid 4242 on vm / job id 39_1)"
+    with open(Path(sweep["jobs_dir"]) / "40_1_0_result.pkl", "wb") as fh:
+        pickle.dump(("success", {"run_id": "run1", "status": ALREADY_RUNNING, "message": message}), fh)
+    watchdog.refresh(sweep, {"40_0": ("RUNNING", "None"), "40_1": ("COMPLETED", "None")}, now=0.0)
+    assert (sweep["runs"][1]["state"], sweep["runs"][1]["error"]) == ("skipped", message)
+    assert load_record(sweep["results_dir"], "run1") is None  # the other process's record is not pre-empted
+    assert not mf.is_finished(sweep)
+    sweep["runs"][0]["state"] = "completed"
+    assert mf.is_finished(sweep)  # skipped is final for this sweep

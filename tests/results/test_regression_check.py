@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from results_factories import make_record, reported_frame, reported_row, write_records, write_reported_csv
 
 from uss_bench.cli import main
-from uss_bench.results.check import Tolerance, ToleranceError, against_baseline, against_reported, parse_tolerance
-from uss_bench.results.export import export_records, records_frame
+from uss_bench.results.check import (
+    Tolerance,
+    ToleranceError,
+    against_baseline,
+    against_reported,
+    aggregate_like,
+    format_result,
+    parse_tolerance,
+)
+from uss_bench.results.export import export_records, read_export, records_frame
 from uss_bench.results.reproduced import aggregate
 
 
@@ -109,8 +118,8 @@ def test_check_against_a_saved_results_file(tmp_path, capsys):
 
 
 def test_against_baseline_reports_unmatched_keys():
-    cur = aggregate(records_frame(runs([50.0])))
-    base = aggregate(records_frame(runs([50.0], backbone="vit-s16")))
+    cur = aggregate_like(records_frame(runs([50.0])))
+    base = aggregate_like(records_frame(runs([50.0], backbone="vit-s16")))
     result = against_baseline(cur, base, Tolerance())
     assert len(result.compared) == 0
     assert result.skipped == {"only in baseline": 1, "only in current": 1}
@@ -119,5 +128,99 @@ def test_against_baseline_reports_unmatched_keys():
 def test_random_init_runs_compare_with_a_baseline_but_never_with_papers():
     smoke = aggregate(records_frame(runs([50.0], random_init=True)))
     assert len(against_reported(reported_frame([reported_row(value=50.0)]), smoke, Tolerance()).compared) == 0
-    result = against_baseline(smoke, aggregate(records_frame(runs([53.0], random_init=True))), Tolerance())
+    smoke = aggregate_like(records_frame(runs([50.0], random_init=True)))
+    result = against_baseline(smoke, aggregate_like(records_frame(runs([53.0], random_init=True))), Tolerance())
     assert result.compared.iloc[0]["backbone"] == "vit-s8 (random init)" and result.exit_code == 1
+
+
+# ---------------------------------------------------------------- like for like against a saved baseline
+
+
+def with_overrides(records, **overrides):
+    for record in records:
+        record["spec"]["overrides"] = dict(overrides)
+    return records
+
+
+def baseline_check(cur_records, base_records, tol=None):
+    return against_baseline(aggregate_like(records_frame(cur_records)), aggregate_like(records_frame(base_records)),
+                            tol or Tolerance())
+
+
+def test_runs_differing_in_overrides_are_listed_never_compared():
+    # the issue's case: 4 steps against 40 steps would have "passed" or "failed" as if equal
+    cur = with_overrides(runs([10.0]), **{"train.steps": 4})
+    base = with_overrides(runs([50.0]), **{"train.steps": 40})
+    result = baseline_check(cur, base)
+    assert len(result.compared) == 0 and result.exit_code == 0
+    (unlike,) = result.unlike.itertuples(index=False)
+    assert unlike.reason == "different --set overrides"
+    assert (unlike.current_overrides, unlike.baseline_overrides) == ('{"train.steps":4}', '{"train.steps":40}')
+    assert result.skipped == {"only in baseline": 0, "only in current": 0, "unlike runs (listed)": 1}
+    text = format_result(result, "baseline")
+    assert 'not compared, unlike: hp vit-s8 cocostuff27 ppap: different --set overrides' in text
+    assert '{"train.steps":4}' in text and '{"train.steps":40}' in text
+
+
+def test_equal_overrides_are_compared():
+    cur = with_overrides(runs([47.0]), **{"train.steps": 40})
+    base = with_overrides(runs([50.0]), **{"train.steps": 40})
+    result = baseline_check(cur, base)
+    assert result.compared.iloc[0]["delta"] == pytest.approx(-3.0) and result.exit_code == 1
+    assert len(result.unlike) == 0
+
+
+def test_runs_over_different_seeds_are_listed_never_compared():
+    result = baseline_check(runs([50.0]), runs([50.0, 60.0, 70.0]))  # seed 0 against seeds 0,1,2
+    assert len(result.compared) == 0
+    (unlike,) = result.unlike.itertuples(index=False)
+    assert (unlike.current_seeds, unlike.baseline_seeds, unlike.reason) == ("0", "0,1,2", "different seeds")
+
+
+@pytest.mark.parametrize("spec", [dict(backbone="vit-b8"), dict(protocol="stego"), dict(preset="smoke"),
+                                  dict(dataset="potsdam3"), dict(method="stego")])
+def test_baseline_compares_only_like_with_like(spec):
+    result = baseline_check(runs([10.0], **spec), runs([50.0]))  # 40 points apart if compared
+    assert len(result.compared) == 0 and result.exit_code == 0
+    assert result.skipped == {"only in baseline": 1, "only in current": 1}
+
+
+def test_baseline_never_mixes_crf_on_and_off():
+    cur = [make_record("a", metrics={"cluster": {"acc": 10.0}})]
+    base = [make_record("a", metrics={"cluster_crf": {"acc": 50.0}})]
+    result = baseline_check(cur, base)
+    assert len(result.compared) == 0 and result.skipped == {"only in baseline": 1, "only in current": 1}
+
+
+def test_an_export_without_overrides_is_unlike_everything(tmp_path):
+    old = write_records(tmp_path / "old", runs([50.0]))
+    saved = export_records(old, tmp_path / "old.csv", "csv")
+    frame = pd.read_csv(saved).drop(columns=["overrides"])  # as written before overrides were exported
+    frame.to_csv(saved, index=False)
+    result = against_baseline(aggregate_like(records_frame(runs([50.0]))), aggregate_like(read_export(saved)),
+                              Tolerance())
+    assert len(result.compared) == 0
+    assert result.unlike.iloc[0]["reason"].startswith("overrides not recorded")
+
+
+def test_check_command_lists_unlike_runs(tmp_path, capsys):
+    old = write_records(tmp_path / "old", with_overrides(runs([50.0]), **{"train.steps": 40}))
+    new = write_records(tmp_path / "new", with_overrides(runs([10.0]), **{"train.steps": 4}))
+    assert main(["check", "--results", str(new), "--against", str(old)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "0 value(s) compared" in captured.out and "1 unlike runs (listed)" in captured.out
+    assert "not compared, unlike: hp vit-s8 cocostuff27 ppap: different --set overrides" in captured.out
+    saved = export_records(old, tmp_path / "old.csv", "csv")  # the same through an exported file
+    assert main(["check", "--results", str(new), "--against", str(saved)]) == 0
+    assert "different --set overrides" in capsys.readouterr().out
+
+
+def test_runs_with_overrides_are_never_compared_with_papers(tmp_path, capsys):
+    reported = write_reported_csv(tmp_path / "rep", [reported_row(value=50.0)])
+    results = write_records(tmp_path / "res", runs([50.0]) + with_overrides(
+        [make_record("x", seed=5, metrics={"cluster_crf": {"acc": 10.0}})], **{"train.steps": 4}))
+    assert main(["check", "--results", str(results), "--reported", str(reported)]) == 0
+    out = capsys.readouterr().out
+    assert "(n=1)" in out and "+0.00" in out  # the 10.0 of the 4-step run did not enter the mean
+    assert "1 runs with --set overrides" in out

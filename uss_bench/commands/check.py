@@ -9,16 +9,15 @@ from pathlib import Path
 from uss_bench.paths import default_results_dir
 
 
-def _aggregate_dir_or_file(path: Path):
+def _frame_of_dir_or_file(path: Path):
     from uss_bench.results.export import read_export, records_frame
     from uss_bench.results.records import load_records
-    from uss_bench.results.reproduced import aggregate
 
     if path.is_dir():
         if not (path / "runs").is_dir():
             raise FileNotFoundError(f"{path} has no runs/ directory of run records")
-        return aggregate(records_frame(load_records(path)))
-    return aggregate(read_export(path))
+        return records_frame(load_records(path))
+    return read_export(path)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -27,18 +26,24 @@ def handle(args: argparse.Namespace) -> int:
 
     try:
         tol = check.parse_tolerance(args.tolerance)
-        current = _aggregate_dir_or_file(Path(args.results))
+        current = _frame_of_dir_or_file(Path(args.results))
         if args.against == "reported":
             from uss_bench.results.reported import load_reported
+            from uss_bench.results.reproduced import aggregate
 
             tables = None
             if args.tables:
                 tables = {(TABLES.get(n).paper, TABLES.get(n).table) for n in TABLES.select(args.tables)}
-            result = check.against_reported(load_reported(args.reported), current, tol, args.tolerance_class, tables)
+            plain, with_overrides = check.without_overrides(current)
+            result = check.against_reported(load_reported(args.reported), aggregate(plain), tol,
+                                            args.tolerance_class, tables)
+            if with_overrides:
+                result.skipped["runs with --set overrides"] = with_overrides
             label = "reported"
         else:
-            baseline = _aggregate_dir_or_file(Path(args.against))
-            result = check.against_baseline(current, baseline, tol, args.tolerance_class)
+            baseline = _frame_of_dir_or_file(Path(args.against))
+            result = check.against_baseline(check.aggregate_like(current), check.aggregate_like(baseline), tol,
+                                            args.tolerance_class)
             label = "baseline"
     except (FileNotFoundError, ValueError, UnknownNameError) as exc:
         print(f"uss-bench check: error: {exc}", file=sys.stderr)

@@ -12,7 +12,8 @@ from uss_bench.paths import default_results_dir
 def handle(args: argparse.Namespace) -> int:
     from uss_bench.launch import manifest as mf
     from uss_bench.launch import watchdog
-    from uss_bench.launch.dispatch import print_records, sweep_records
+    from uss_bench.launch.dispatch import print_records
+    from uss_bench.results.records import CorruptRecordError, load_record
 
     try:
         manifest = mf.find(args.results, args.sweep)
@@ -25,12 +26,25 @@ def handle(args: argparse.Namespace) -> int:
         if code:
             return code
     finished = {r["run_id"] for r in manifest["runs"] if r["state"] in mf.TERMINAL_STATES}
-    records = [r for r in sweep_records(manifest) if r["run_id"] in finished]
+    records, corrupt = [], []
+    for run in manifest["runs"]:
+        try:
+            record = load_record(manifest["results_dir"], run["run_id"])
+        except CorruptRecordError as exc:
+            corrupt.append(str(exc))
+            continue
+        if record is not None and run["run_id"] in finished:
+            records.append(record)
     print_records(records)
     pending = len(manifest["runs"]) - len(finished)
     completed = sum(r.get("status") == "completed" for r in records)
     print(f"sweep {manifest['sweep_id']}: {len(records)} record(s) collected ({completed} completed, "
           f"{len(records) - completed} failed); {pending} run(s) not finished", file=sys.stderr)
+    for message in corrupt:
+        print(f"uss-bench collect: error: {message} (`uss-bench run` with the same selection moves it aside and "
+              "computes the run again)", file=sys.stderr)
+    if corrupt:
+        return 2
     if args.format:
         try:
             from uss_bench.results.export import export_records
@@ -39,7 +53,11 @@ def handle(args: argparse.Namespace) -> int:
                   f"which is not available in this installation ({exc})", file=sys.stderr)
             return 2
         out = args.out or Path(manifest["results_dir"]) / f"records.{args.format}"
-        export_records(Path(manifest["results_dir"]), Path(out), args.format)
+        try:
+            export_records(Path(manifest["results_dir"]), Path(out), args.format)
+        except (CorruptRecordError, RuntimeError) as exc:  # another sweep's record, or no parquet engine
+            print(f"uss-bench collect: error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {out}", file=sys.stderr)
     from uss_bench.results.report import refresh_report
 
@@ -52,12 +70,15 @@ def run_deferred_crf(manifest: dict, executor: str, profile: str | None) -> int:
     from uss_bench.launch import crf_stage
     from uss_bench.launch.executors import LaunchError
     from uss_bench.launch.profiles import ProfileError
-    from uss_bench.results.records import load_record
+    from uss_bench.results.records import CorruptRecordError, load_record
 
     results_dir = manifest["results_dir"]
     todo = []
     for run in manifest["runs"]:
-        record = load_record(results_dir, run["run_id"]) if run["state"] == "completed" else None
+        try:
+            record = load_record(results_dir, run["run_id"]) if run["state"] == "completed" else None
+        except CorruptRecordError:
+            record = None  # reported by the collection that follows
         has_logits = (crf_stage.logits_dir(results_dir, run["run_id"]) / "meta.json").is_file()
         if record and has_logits and "cluster_crf" not in record.get("metrics", {}):
             todo.append(run["run_id"])

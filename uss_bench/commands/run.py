@@ -208,17 +208,18 @@ def handle(args: argparse.Namespace) -> int:
         refresh_report(env.results_dir, env.data_root)
         return code
     print(f"{len(specs)} run(s) -> {env.results_dir}/runs", file=sys.stderr)
-    records = run_inline(specs, env)
+    records = run_inline(specs, env, retry_failed=args.retry_failed)
     print(records_table(records))
     refresh_report(env.results_dir, env.data_root)
     from uss_bench.launch.dispatch import failure_line, print_random_init_note
 
     print_random_init_note(specs)
-    failed = [r for r in records if r.get("status") != "completed"]
+    failed = [r for r in records if r.get("status") not in ("completed", "running")]
     for rec in failed:
         err = rec.get("error", {})
         print(f"FAILED {rec['run_id']}: {failure_line(err.get('type'), err.get('message'))}", file=sys.stderr)
-    return 1 if failed else 0
+    # 3: some runs are still being computed by another process (as `run --wait` timing out)
+    return 1 if failed else (3 if any(r.get("status") == "running" for r in records) else 0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

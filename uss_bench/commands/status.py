@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import Any
 
 from tabulate import tabulate
@@ -11,11 +12,43 @@ from tabulate import tabulate
 from uss_bench.paths import default_results_dir
 
 
+def observed_state(manifest: dict[str, Any], run: dict[str, Any]) -> tuple[str, str]:
+    """(state, note) of one run from its lock and its record; the manifest's state only as a fallback.
+
+    A process holding the run's lock is computing it now. Otherwise a record decides once it is newer
+    than the submission, or once the manifest calls the run finished: the manifest can lag behind (a
+    watcher killed before it saved the last states), and another sweep may have computed the run since.
+    A record older than a submission that is still queued belongs to an earlier attempt.
+    """
+    from uss_bench.launch import manifest as mf
+    from uss_bench.results.locks import describe_holder, holder_of
+    from uss_bench.results.records import CorruptRecordError, load_record, record_path
+
+    results_dir = manifest["results_dir"]
+    holder = holder_of(results_dir, run["run_id"])
+    if holder is not None:
+        return "running", describe_holder(holder)
+    try:
+        record = load_record(results_dir, run["run_id"])
+    except CorruptRecordError as exc:
+        return "corrupt", str(exc)
+    error = (run.get("error") or "").strip().splitlines()
+    note = error[0] if error else ""
+    if record is None:
+        return ("no record", "the run's record is missing") if run["state"] == "completed" else (run["state"], note)
+    fresh = record_path(results_dir, run["run_id"]).stat().st_mtime + 1.0 >= run.get("submitted_at", 0)
+    status = record.get("status")
+    if status in ("completed", "failed") and (fresh or run["state"] in mf.TERMINAL_STATES):
+        err = record.get("error") or {}
+        return status, (f"{err.get('type')}: {err.get('message', '')}" if status == "failed" else "")
+    return run["state"], note
+
+
 def status_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for run in manifest["runs"]:
         spec = run["spec"]
-        error = (run.get("error") or "").strip().splitlines()
+        state, note = observed_state(manifest, run)
         rows.append({
             "run_id": run["run_id"],
             "method": spec.get("method"),
@@ -23,9 +56,10 @@ def status_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             "backbone": spec.get("backbone"),
             "seed": spec.get("seed"),
             "job": run.get("job_id"),
-            "state": run["state"],
+            "state": state,
             "slurm": run.get("scheduler_state") or "-",
-            "error": (error[0][:70] if error else ""),
+            "note": note.strip().splitlines()[0][:90] if note.strip() else "",
+            "_full_note": note,
         })
     return rows
 
@@ -50,16 +84,25 @@ def handle(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"sweep {manifest['sweep_id']} ({manifest['executor']}, profile {manifest.get('profile') or '-'}, "
           f"git {(manifest.get('git_sha') or 'unknown')[:12]}, created {manifest['created']})")
-    print(tabulate(status_rows(manifest), headers="keys", tablefmt="github"))
-    print(", ".join(f"{n} {state}" for state, n in mf.counts(manifest).items()))
+    rows = status_rows(manifest)
+    print(tabulate([{k: v for k, v in row.items() if not k.startswith("_")} for row in rows], headers="keys",
+                   tablefmt="github"))
+    counts = Counter(row["state"] for row in rows)
+    order = [*mf.RUN_STATES, "corrupt", "no record"]
+    print(", ".join(f"{counts[state]} {state}" for state in sorted(counts, key=order.index)))
+    corrupt = [row for row in rows if row["state"] == "corrupt"]
+    for row in corrupt:
+        print(f"uss-bench status: error: {row['_full_note']} (`uss-bench run` moves it aside and computes the run "
+              "again)", file=sys.stderr)
     failed = [r for r in manifest["runs"] if r["state"] == "failed"]
     if failed and args.errors:
         for run in failed:
             print(f"\n--- {run['run_id']} (job {run['job_id']}) ---\n{run.get('error')}")
     elif failed:
         print("failed runs: `uss-bench status --errors` shows their errors and log tails; "
-              "`uss-bench run ... --retry-failed` submits them again", file=sys.stderr)
-    return 0
+              "a plain `uss-bench run ...` retries those not caused by bad input, --retry-failed all of them",
+              file=sys.stderr)
+    return 2 if corrupt else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -36,7 +36,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                        help="give up waiting after this long (default 24 h); jobs keep running")
     group.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help="status poll period (default 5)")
     group.add_argument("--retry-failed", action="store_true",
-                       help="submit again the runs whose record says failed (otherwise they are skipped)")
+                       help="also run again the runs that failed on bad input (a plain re-run retries every "
+                            "other failure and skips those; see README, 'What a run records')")
 
 
 def chosen_executor(args: argparse.Namespace) -> str:
@@ -155,22 +156,21 @@ class StepProgress:
 
 def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) -> int:
     """Submit (slurm) or run (local) ``specs``; returns the exit code for ``run``."""
+    from uss_bench.pipeline.plan import plan_runs  # here: `uss-bench --help` must not import torch
     try:
         overrides = profiles.parse_overrides(args.resource)
         groups = ex.group_by_resources(specs, args.profile, overrides)  # bad profiles/keys fail here
         if executor == "slurm":
             ex.check_slurm_request(groups, args.profile)
-        todo, done, failed = ex.split_by_record(specs, env.results_dir, env.force, args.retry_failed)
-        if done:
-            print(f"{len(done)} run(s) already completed: skipped (--force recomputes)", file=sys.stderr)
-        if failed:
-            print(f"{len(failed)} run(s) failed before: skipped (--retry-failed submits them again): "
-                  + ", ".join(s.run_id for s in failed), file=sys.stderr)
+        plan = plan_runs(specs, env.results_dir, env.force, args.retry_failed)  # the rule of every executor
+        for line in plan.messages():
+            print(line, file=sys.stderr)
+        todo = plan.to_run
         if not todo:
             print("nothing to submit", file=sys.stderr)
             print_records(spec_records(specs, env.results_dir))
             print_random_init_note(specs)
-            return 1 if failed else 0
+            return 1 if plan.input_failed else (3 if plan.busy else 0)
         argv = list(sys.argv)
         if executor == "local":
             with StepProgress(todo, env.results_dir, period_s=max(args.poll, 2.0)):
@@ -198,7 +198,7 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
         print(f"timed out after {args.timeout:.0f} s with {mf.counts(manifest)}; the jobs keep running: "
               f"`uss-bench status {manifest['sweep_id']}`", file=sys.stderr)
         return 3
-    bad = [r for r in manifest["runs"] if r["state"] != "completed"]
+    bad = [r for r in manifest["runs"] if r["state"] not in ("completed", "skipped")]
     from uss_bench.results.records import load_record
 
     for run in bad:
@@ -206,6 +206,10 @@ def launch(args: argparse.Namespace, specs: list[Any], env: Any, executor: str) 
         line = (failure_line(err.get("type"), err.get("message")) if err
                 else failure_line(None, run.get("error")).removeprefix("Error: "))
         print(f"FAILED {run['run_id']} (job {run['job_id']}): {line}", file=sys.stderr)
+    for run in manifest["runs"]:
+        if run["state"] == "skipped":
+            print(f"SKIPPED {run['run_id']} (job {run['job_id']}): {run.get('error')}", file=sys.stderr)
     if bad:
         print("`uss-bench status --errors` shows the failed runs' log tails", file=sys.stderr)
-    return 1 if bad else 0
+    busy = plan.busy or any(r["state"] == "skipped" for r in manifest["runs"])
+    return 1 if bad or plan.input_failed else (3 if busy else 0)

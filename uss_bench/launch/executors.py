@@ -127,26 +127,7 @@ def check_slurm_request(groups: list[tuple[dict[str, Any], list[Any]]], profile:
         check_gpus(resources, f"{group[0].method} with {source}")
 
 
-# ---------------------------------------------------------------- choosing what to run
-
-
-def split_by_record(specs: Sequence[Any], results_dir: Path, force: bool, retry_failed: bool
-                    ) -> tuple[list[Any], list[Any], list[Any]]:
-    """(to submit, already completed, failed before and not retried)."""
-    from uss_bench.results.records import load_record
-
-    todo, done, failed = [], [], []
-    for spec in specs:
-        record = None if force else load_record(results_dir, spec.run_id)
-        status = (record or {}).get("status")
-        if status == "completed":
-            done.append(spec)
-        elif status == "failed" and not retry_failed:
-            failed.append(spec)
-        else:
-            todo.append(spec)
-    return todo, done, failed
-
+# ---------------------------------------------------------------- grouping
 
 def group_by_resources(specs: Sequence[Any], profile: str | None, overrides: dict[str, Any]
                        ) -> list[tuple[dict[str, Any], list[Any]]]:

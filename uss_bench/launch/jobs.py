@@ -11,14 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
+ALREADY_RUNNING = "already-running"  # a job's result when the run's lock was taken (the watchdog skips it)
+
 
 class SpecJob:
     """Run one spec in this process; returns a small summary (the record itself is on disk)."""
 
     def __call__(self, spec: Any, env: Any) -> dict[str, Any]:
         from uss_bench.pipeline import execute_spec
+        from uss_bench.results.locks import RunLockedError
 
-        record = execute_spec(spec, env)
+        try:
+            record = execute_spec(spec, env)
+        except RunLockedError as exc:  # another process computes this run: this job does nothing
+            return {"run_id": spec.run_id, "status": ALREADY_RUNNING, "message": str(exc), "holder": exc.holder}
         return {"run_id": record.get("run_id", spec.run_id), "status": record.get("status")}
 
     def checkpoint(self, spec: Any, env: Any) -> Any:

@@ -2,6 +2,11 @@
 
 Layout: ``<results_dir>/sweeps/<sweep_id>/manifest.json`` with submitit's job files beside it in
 ``jobs/``. Written atomically, so a reader never sees half a manifest.
+
+On disk the directories are relative to the results directory (``sweeps/<id>``, ``sweeps/<id>/jobs``),
+so a copied or moved results directory keeps working: ``collect --results COPY`` writes into COPY. In
+memory they are absolute, resolved from where the manifest was read. Manifests written with absolute
+paths (before this rule) are read the same way: their location wins over the stored paths.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from uss_bench.paths import PROJECT_ROOT
 from uss_bench.results.records import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
-TERMINAL_STATES = ("completed", "failed")
+# "skipped": the job found another process computing the same run (its lock) and did nothing
+TERMINAL_STATES = ("completed", "failed", "skipped")
 # every state a run can be in, in the order status tables list them
-RUN_STATES = ("submitted", "pending", "running", "requeued", "completed", "failed", "unknown")
+RUN_STATES = ("submitted", "pending", "running", "requeued", "completed", "failed", "skipped", "unknown")
 
 
 def git_sha(root: Path = PROJECT_ROOT) -> str | None:
@@ -83,9 +89,38 @@ def manifest_path(manifest: dict[str, Any]) -> Path:
     return Path(manifest["sweep_dir"]) / MANIFEST_NAME
 
 
+def _on_disk(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its directories relative to the results directory."""
+    root = Path(manifest["results_dir"])
+    out = dict(manifest, results_dir=".")
+    for key in ("sweep_dir", "jobs_dir"):
+        path = Path(manifest[key])
+        if path.is_relative_to(root):  # else a hand-made path outside the results directory: kept as given
+            out[key] = path.relative_to(root).as_posix()
+    return out
+
+
+def _in_memory(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Absolute directories for a manifest read from ``path`` (new relative or old absolute form)."""
+    sweep_dir = path.parent.absolute()
+    stored = Path(data.get("sweep_dir") or sweep_dir)
+    if not stored.is_absolute():
+        results = sweep_dir
+        for _ in stored.parts:
+            results = results.parent
+    elif sweep_dir.parent.name == "sweeps":  # an old absolute manifest: trust where it lies, not what it says
+        results = sweep_dir.parent.parent
+        data = dict(data, jobs_dir=str(sweep_dir / "jobs"))
+    else:
+        return data
+    jobs = Path(data.get("jobs_dir") or "jobs")
+    return dict(data, results_dir=str(results), sweep_dir=str(sweep_dir),
+                jobs_dir=str(jobs if jobs.is_absolute() else results / jobs))
+
+
 def save(manifest: dict[str, Any]) -> Path:
     path = manifest_path(manifest)
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json.dumps(_on_disk(manifest), indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 
@@ -95,7 +130,10 @@ def load(path: str | Path) -> dict[str, Any]:
         path = path / MANIFEST_NAME
     try:
         with open(path) as fh:
-            return json.load(fh)
+            data = json.load(fh)
+        if not isinstance(data, dict) or "runs" not in data:
+            raise ValueError(f"corrupt sweep manifest {path}: not a manifest (no runs)")
+        return _in_memory(data, path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no sweep manifest at {path}") from None
     except json.JSONDecodeError as exc:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from uss_bench.launch import manifest as mf
-from uss_bench.results.records import read_record, record_path, write_record
+from uss_bench.launch.jobs import ALREADY_RUNNING
+from uss_bench.results.records import CorruptRecordError, quarantine, read_record, record_path, write_record
 
 # Slurm job states -> run states (terminal Slurm states are handled separately: they need a result)
 ACTIVE_STATES = {
@@ -194,6 +195,12 @@ def write_failed_record(results_dir: str | Path, run: dict[str, Any], error_type
     path = record_path(results_dir, run["run_id"])
     if path.exists() and fresh_record(results_dir, run) is not None:
         return  # the job managed to write its own record after all
+    try:
+        read_record(path)
+    except CorruptRecordError:
+        quarantine(path)  # keep the evidence beside the failed record
+    except OSError:
+        pass
     write_record(results_dir, {
         "run_id": run["run_id"],
         "status": "failed",
@@ -259,6 +266,11 @@ def _refresh_run(manifest: dict[str, Any], run: dict[str, Any], snapshot: Snapsh
     result = read_result(manifest["jobs_dir"], job_id)
     if result is not None:
         outcome, value = result
+        if outcome == "success" and isinstance(value, dict) and value.get("status") == ALREADY_RUNNING:
+            # the job found the run's lock taken: another process computes it; this job did nothing
+            run["state"], run["scheduler_state"] = "skipped", None
+            run["error"] = value.get("message") or "already running elsewhere"
+            return
         if outcome == "error":
             run["scheduler_state"] = None
             err = (record or {}).get("error") or {}

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import platform
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -31,8 +32,10 @@ from uss_bench.eval.probes import Probes
 from uss_bench.methods.base import MethodAdapter, MethodContext
 from uss_bench.paths import PROJECT_ROOT
 from uss_bench.pipeline.env import RunEnv
+from uss_bench.pipeline.plan import error_cause, plan_runs
 from uss_bench.registry import BACKBONES, METHODS
-from uss_bench.results.records import load_record, write_record
+from uss_bench.results.locks import RunLockedError, run_lock
+from uss_bench.results.records import CorruptRecordError, load_record, quarantine, write_record
 from uss_bench.spec import RunSpec
 from uss_bench.train import TrainSettings, seed_everything, train
 
@@ -104,10 +107,25 @@ def save_predictions(results_dir: Path, run_id: str, predictions: dict[str, Any]
 
 
 def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
-    """One run in this process; returns its record (already written)."""
-    existing = load_record(env.results_dir, spec.run_id)
-    if existing is not None and existing.get("status") == "completed" and not env.force:
-        return existing
+    """One run in this process; returns its record (already written).
+
+    The run's lock (``<results>/locks/<run_id>.lock``) is held throughout, so a second process asked for
+    the same run raises :class:`~uss_bench.results.locks.RunLockedError` instead of training it again.
+    A corrupt record is moved aside (``*.json.corrupt``) and the run is computed again.
+    """
+    with run_lock(env.results_dir, spec.run_id):
+        try:
+            existing = load_record(env.results_dir, spec.run_id)
+        except CorruptRecordError as exc:
+            moved = quarantine(exc.path)
+            log.warning("corrupt run record %s: moved it to %s and the run is computed again", exc.path, moved)
+            existing = None
+        if existing is not None and existing.get("status") == "completed" and not env.force:
+            return existing
+        return _execute(spec, env)
+
+
+def _execute(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
     record: dict[str, Any] = {
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
@@ -222,25 +240,51 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
     except BaseException as exc:
         record.update(
             status="failed",
-            error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
+            error={"type": type(exc).__name__, "message": str(exc), "cause": error_cause(exc),
+                   "traceback": traceback.format_exc()},
             timings={"total_s": round(time.perf_counter() - started, 3)},
         )
         write_record(env.results_dir, record)
         raise
 
 
-def run_inline(specs: list[RunSpec], env: RunEnv, keep_going: bool = True) -> list[dict[str, Any]]:
-    """Run specs one after another here; a failed run is recorded and the sweep goes on."""
+def run_inline(specs: list[RunSpec], env: RunEnv, keep_going: bool = True, retry_failed: bool = False
+               ) -> list[dict[str, Any]]:
+    """Run specs one after another here; a failed run is recorded and the sweep goes on.
+
+    Which specs run follows :func:`uss_bench.pipeline.plan.plan_runs`, the rule every executor uses; each
+    decision other than "run it" is printed. Returns the records of the requested specs, in order; a run
+    that another process is computing appears as ``{"status": "running", "holder": ...}`` (nothing written).
+    """
+    plan = plan_runs(specs, env.results_dir, force=env.force, retry_failed=retry_failed)
+    for line in plan.messages():
+        print(line, file=sys.stderr)
+    to_run = {s.run_id for s in plan.to_run}
+    busy = {s.run_id: holder for s, holder in plan.busy}
     records = []
     for i, spec in enumerate(specs, 1):
+        if spec.run_id in busy:
+            records.append(_busy_record(spec, busy[spec.run_id]))
+            continue
+        if spec.run_id not in to_run:
+            records.append(load_record(env.results_dir, spec.run_id) or {"run_id": spec.run_id, "status": "failed"})
+            continue
         log.info("[%d/%d] %s (run %s)", i, len(specs), spec.label(), spec.run_id)
         try:
             records.append(execute_spec(spec, env))
         except KeyboardInterrupt:
             raise
+        except RunLockedError as exc:  # another process took the run after the plan was made
+            print(f"{exc}: skipped; its record appears when it finishes", file=sys.stderr)
+            records.append(_busy_record(spec, exc.holder))
         except Exception as exc:  # noqa: BLE001 - recorded in the run's failed record
             log.error("run %s failed: %s: %s", spec.run_id, type(exc).__name__, exc)
             if not keep_going:
                 raise
             records.append(load_record(env.results_dir, spec.run_id) or {"run_id": spec.run_id, "status": "failed"})
     return records
+
+
+def _busy_record(spec: RunSpec, holder: dict[str, Any]) -> dict[str, Any]:
+    """Stands in for the record of a run another process is computing; never written."""
+    return {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "running", "holder": holder}

@@ -8,6 +8,7 @@ non-numeric entries (cluster-to-class mappings, matching rule names) are not met
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,16 @@ from typing import Any
 import pandas as pd
 
 RECORD_COLUMNS = ["run_id", "status", "method", "preset", "dataset", "backbone", "seed", "protocol",
-                  "random_init", "train_steps", "checkpoint", "created"]
+                  "random_init", "overrides", "train_steps", "checkpoint", "created"]
 COLUMNS = RECORD_COLUMNS + ["metric", "crf", "value"]
+# columns added after the first exports: an older file lacks them and reads them as unknown (NA)
+LATER_COLUMNS = ("overrides",)
 FORMATS = ("csv", "parquet")
+
+
+def overrides_key(overrides: dict[str, Any] | None) -> str:
+    """A run's ``--set`` overrides as canonical JSON (``{}`` for none): one comparable string."""
+    return json.dumps(overrides or {}, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, float]]:
@@ -59,6 +67,7 @@ def record_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "seed": spec.get("seed"),
         "protocol": record_protocol(record),
         "random_init": bool(spec.get("random_init", False)),
+        "overrides": overrides_key(spec.get("overrides")),
         "train_steps": (record.get("train") or {}).get("steps"),
         "checkpoint": evaluated_checkpoint(record),
         "created": record.get("created"),
@@ -108,7 +117,10 @@ def read_export(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"no saved results file {path}")
     frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
     if missing:
         raise ValueError(f"{path} is not a uss-bench export: missing column(s) {', '.join(missing)}")
-    return frame
+    for column in LATER_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    return frame[COLUMNS]
