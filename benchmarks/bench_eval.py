@@ -28,8 +28,8 @@ from uss_bench.pipeline import RunEnv, build_method
 from uss_bench.registry import PROTOCOLS
 from uss_bench.spec import RunSpec
 
-N_IMAGES = int(os.environ.get("USS_BENCH_EVAL_IMAGES", 8))
-RES = int(os.environ.get("USS_BENCH_EVAL_RES", 224))
+N_IMAGES = int(os.environ.get("USS_BENCH_EVAL_IMAGES", 6))
+RES = int(os.environ.get("USS_BENCH_EVAL_RES", 128))
 BATCH = int(os.environ.get("USS_BENCH_EVAL_BATCH", 2))
 CLASSES = 27
 TARGET = 1.15
@@ -90,6 +90,7 @@ def measure() -> dict:
                 bound = max(e, c / workers)
                 result["runs"][(workers, label)] = {"wall": wall, "ratio": wall / bound, "load": _load(),
                                                     "cluster_crf_acc": out["cluster_crf"]["acc"]}
+                print(f"E {e:.2f} s, C {c:.2f} s, W={workers} {label}: {wall:.2f} s", flush=True)
             assert runner.mode == f"pool[{workers}]"
     return result
 

@@ -14,6 +14,8 @@ autocast: time <= 1/2 of dense, extra memory <= 2 GiB; loss within 1e-3 relative
     PYTHONPATH=$PWD python benchmarks/bench_hp_loss.py            # prints the report
     pytest benchmarks/bench_hp_loss.py --benchmark-enable -s      # same, with the targets asserted
     USS_BENCH_HP_BATCH=64 ...                                     # CPU default 8 images, CUDA 64
+    USS_BENCH_THREADS=1 ...   # on an oversubscribed machine: OpenMP threads that wait for descheduled
+                              # peers at every op make the ratio measure the load, not the work
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ GRID, D, DIM, POOL = 28, 384, 512, 2048
 HW = GRID * GRID
 BATCH = int(os.environ.get("USS_BENCH_HP_BATCH", 64 if CUDA else 8))
 ROUNDS = int(os.environ.get("USS_BENCH_ROUNDS", 5 if CUDA else 3))
+if os.environ.get("USS_BENCH_THREADS"):
+    torch.set_num_threads(int(os.environ["USS_BENCH_THREADS"]))
 LAM, RHO, TAU = 0.5, 0.02, 0.8  # lambda > 0: the task-specific masks are built too (worst case)
 
 

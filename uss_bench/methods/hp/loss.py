@@ -47,7 +47,7 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 def unpack_bits(packed: torch.Tensor, cols: int) -> torch.Tensor:
     """Inverse of ``pack_bits``: [n, ceil(N / 8)] uint8 -> [n, N] bool."""
     bits = torch.tensor(_BIT_VALUES, dtype=torch.uint8, device=packed.device)
-    return (packed[:, :, None] & bits).ne_(0).view(packed.shape[0], -1)[:, :cols]
+    return (packed[:, :, None] & bits).ne_(0).view(torch.bool).view(packed.shape[0], -1)[:, :cols]
 
 
 def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
@@ -72,8 +72,8 @@ def _shifted_logits(rows: torch.Tensor, cols: torch.Tensor, tau: float, shift: f
 
 
 def _row_chunks(hw: int, n: int, device: torch.device) -> list[tuple[int, int]]:
-    """Split an image's hw anchors into equal row chunks of at most ~2^22 (CPU) / 2^25 (GPU) block entries."""
-    budget = 2**25 if device.type == "cuda" else 2**22
+    """Split an image's hw anchors into equal row chunks of at most ~2^23 (CPU) / 2^25 (GPU) block entries."""
+    budget = 2**25 if device.type == "cuda" else 2**23
     count = max(1, math.ceil(hw * n / budget))
     size = math.ceil(hw / count)
     return [(r, min(hw, r + size)) for r in range(0, hw, size)]
@@ -87,10 +87,10 @@ def _without_self(mask: torch.Tensor, first_col: int) -> torch.Tensor:
 
 
 def _weights(m_ag: torch.Tensor, m_sp: torch.Tensor | None, lam: float, dtype: torch.dtype) -> torch.Tensor:
-    """w = m^ag + lambda m^sp as floats."""
-    weights = m_ag.to(dtype)
+    """w = m^ag + lambda m^sp as floats, filled in place (no second float block)."""
+    weights = torch.where(m_ag, 1.0, 0.0).to(dtype)
     if m_sp is not None:
-        weights.add_(m_sp.to(dtype), alpha=lam)
+        weights.masked_fill_(m_sp & m_ag, 1.0 + lam).masked_fill_(m_sp & ~m_ag, lam)
     return weights
 
 
@@ -165,7 +165,7 @@ class _SupConBlocks(torch.autograd.Function):
                     weights = _weights(m_ag, m_sp, lam, dtype)
                     weight_sum = weights.sum(dim=1)
                     inv_weight_sum = 1.0 / weight_sum.clamp_min(torch.finfo(dtype).tiny)  # W = 0 -> c = 0
-                    denominator = _without_self(m_ag | keep_negatives[r0:r1], rows.start).to(dtype)
+                    outside = ~_without_self(m_ag | keep_negatives[r0:r1], rows.start)  # not in D_i
                     state.ag.append(pack_bits(m_ag))
                     state.sp.append(pack_bits(m_sp) if m_sp is not None else None)
                     state.inv_weight_sum.append(inv_weight_sum)
@@ -178,7 +178,7 @@ class _SupConBlocks(torch.autograd.Function):
                             s.sub_(s.max(dim=1, keepdim=True).values)
                         positive_means[t].append(torch.linalg.vecdot(s, weights) * inv_weight_sum)
                         state.logits[t].append(s.clone() if keep_logits else None)
-                        state.log_norms[t].append(torch.linalg.vecdot(s.exp_(), denominator).log_())
+                        state.log_norms[t].append(s.exp_().masked_fill_(outside, 0.0).sum(dim=1).log_())
                 state.finish(torch.cat(weight_sums), torch.cat(kept), tau, tau0, reweight)
                 for t in range(2):
                     log_norm, positive_mean = torch.cat(state.log_norms[t]), torch.cat(positive_means[t])
@@ -207,8 +207,8 @@ class _SupConBlocks(torch.autograd.Function):
                     m_ag = unpack_bits(state.ag[k], n)
                     m_sp = unpack_bits(state.sp[k], n) if state.sp[k] is not None else None
                     coef = state.coef[r0:r1, None]
-                    # c_i 1[j in D_i] and c_i w_ij / W_i, shared by both terms
-                    denominator = _without_self(m_ag | ctx.keep_negatives[r0:r1], rows.start).to(dtype).mul_(coef)
+                    # j not in D_i, and c_i w_ij / W_i: shared by both terms
+                    outside = ~_without_self(m_ag | ctx.keep_negatives[r0:r1], rows.start)
                     target = _weights(m_ag, m_sp, ctx.lam, dtype).mul_(coef * state.inv_weight_sum[k][:, None])
                     del m_ag, m_sp
                     for t, zz in enumerate(operands):
@@ -220,9 +220,14 @@ class _SupConBlocks(torch.autograd.Function):
                             if ctx.shifts[t] is None:
                                 s.sub_(s.max(dim=1, keepdim=True).values)
                         # g_ij = c_i (P_ij - w_ij / W_i): the gradient w.r.t. s_ij, times dL/dtotal / tau below
-                        g = s.sub_(state.log_norms[t][k][:, None]).exp_().mul_(denominator).sub_(target).to(ctx.mm)
-                        grads[t][rows] += (g @ zz).to(dtype).mul_(outer[t])
-                        grads[t] += (g.T @ zz[rows]).to(dtype).mul_(outer[t])
+                        g = s.sub_(state.log_norms[t][k][:, None]).exp_().masked_fill_(outside, 0.0)
+                        g = g.mul_(coef).sub_(target).to(ctx.mm)
+                        if ctx.mm == dtype:  # accumulate in place, no [N, dim] temporary
+                            grads[t][rows].addmm_(g, zz, alpha=outer[t])
+                            grads[t].addmm_(g.T, zz[rows], alpha=outer[t])
+                        else:
+                            grads[t][rows] += (g @ zz).to(dtype).mul_(outer[t])
+                            grads[t] += (g.T @ zz[rows]).to(dtype).mul_(outer[t])
         return (grads[0].to(z.dtype), grads[1].to(z_mix.dtype)) + (None,) * 10
 
 
