@@ -243,6 +243,7 @@ def train(
     loader = DataLoader(
         train_set, batch_sampler=sampler, num_workers=s.num_workers, collate_fn=collate,
         generator=torch.Generator().manual_seed(s.seed),
+        pin_memory=device.type == "cuda",  # uint8 batches from pinned memory: the non_blocking copy overlaps
     )
     method.train()
     probes.train()

@@ -246,7 +246,11 @@ def test_corrupt_file_found_while_running_keeps_the_checkpoint_and_resumes(tmp_p
     assert not any(k.startswith("backbone.") for k in saved["method"])  # the frozen ViT is not stored
     assert checkpoint.stat().st_size < 2_000_000
     image.write_bytes(good)
-    assert main(args) == 0
+    # a failure on bad input is retried once the user says the input is fixed (the re-run rule)
+    assert main(args) == 1 and "failed on bad input before" in capsys.readouterr().err
+    (record_file,) = (tmp_path / "results" / "runs").glob("*.json")
+    assert json.loads(record_file.read_text())["status"] == "failed"  # skipped, not retried, until --retry-failed
+    assert main([*args, "--retry-failed"]) == 0
     (record_file,) = (tmp_path / "results" / "runs").glob("*.json")
     record = json.loads(record_file.read_text())
     assert record["status"] == "completed" and record["train"]["resumed_from"] == 4

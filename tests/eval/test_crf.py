@@ -67,3 +67,21 @@ def test_size_mismatch_is_a_clear_error():
     image, probs = _case(0)
     with pytest.raises(ValueError, match="differ in size"):
         dense_crf(image[:10], probs)
+
+
+def test_submitted_batches_run_while_the_caller_works_and_fall_back_together():
+    cases = [_case(s) for s in range(4)]
+    images, probs = [c[0] for c in cases], [c[1] for c in cases]
+    expected = [dense_crf(i, p) for i, p in zip(images, probs)]
+    with CRFRunner(workers=2) as runner:
+        started = time.monotonic()
+        jobs = [runner.submit(images[:2], probs[:2]), runner.submit(images[2:], probs[2:])]
+        assert time.monotonic() - started < 1.0  # submitting does not wait for the CRF
+        out = jobs[1].result() + jobs[0].result()  # results can be read in any order
+    assert all(np.array_equal(a, b) for a, b in zip(out, expected[2:] + expected[:2]))
+    # a hung worker while two batches are in flight: both batches complete serially, in order
+    runner = CRFRunner(workers=1, timeout_s=3.0, kernel=hanging_kernel)
+    jobs = [runner.submit(images[:2], probs[:2]), runner.submit(images[2:], probs[2:])]
+    out = jobs[0].result() + jobs[1].result()
+    assert runner.mode == "serial" and "failed on image 0" in runner.fallback_reason
+    assert all(np.array_equal(a, b) for a, b in zip(out, expected))

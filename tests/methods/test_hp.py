@@ -252,3 +252,31 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
     assert result.resumed_from == 2
     for key, value in reference.items():
         assert torch.equal(method.state_dict()[key], value), key
+
+
+def test_half_precision_products_keep_the_loss_within_1e3_of_float64():
+    # Under autocast the similarity products run in fp16 (the official AMP); statistics stay fp32.
+    # CPU autocast with fp16 exercises the same code path as CUDA's.
+    torch.manual_seed(0)
+    hw, n = 64, 256
+
+    def unit(rows, d):
+        return F.normalize(torch.randn(rows, d) + 2 * torch.randn(1, d), dim=1)
+
+    z, zm, f, s = unit(n, 32).requires_grad_(True), unit(n, 32).requires_grad_(True), unit(n, 24), unit(n, 32)
+    pool_ag, pool_sp = unit(50, 24), unit(50, 32)
+    keep = torch.rand(hw, n) < 0.1
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = hidden_positive_loss(z, zm, f, s, pool_ag, pool_sp, lam=0.5, rho=0.1, tau=0.8, patches_per_image=hw,
+                                    keep_negatives=keep)
+    half["loss"].backward()
+    z64, zm64 = z.detach().double().requires_grad_(True), zm.detach().double().requires_grad_(True)
+    exact = hidden_positive_loss(z64, zm64, f.double(), s.double(), pool_ag.double(), pool_sp.double(), lam=0.5,
+                                 rho=0.1, tau=0.8, patches_per_image=hw, keep_negatives=keep)
+    exact["loss"].backward()
+    single = hidden_positive_loss(z, zm, f, s, pool_ag, pool_sp, lam=0.5, rho=0.1, tau=0.8, patches_per_image=hw,
+                                  keep_negatives=keep)
+    assert half["loss"].dtype == torch.float32
+    assert half["loss"].item() != single["loss"].item()  # the products did run in fp16
+    assert abs(half["loss"].item() / exact["loss"].item() - 1) < 1e-3
+    assert (z.grad.double() - z64.grad).norm() / z64.grad.norm() < 0.02

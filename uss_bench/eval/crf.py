@@ -5,6 +5,9 @@ are fresh interpreters that import numpy and pydensecrf only, whatever torch/CUD
 has (STEGO's fork-after-CUDA pool is what hangs in STEGO #16). Workers are started and warmed up
 when the runner is created, before the model runs. Every task has a timeout; on a timeout or a
 dead worker the pool is torn down and the remaining images run serially in this process.
+
+``submit`` hands a batch to the pool and returns at once (a ``CRFJob``), so the caller can embed the
+next batch while the workers run the CRF; ``run`` is ``submit(...).result()``.
 """
 
 from __future__ import annotations
@@ -54,18 +57,11 @@ class CRFRunner:
         return f"pool[{self.requested_workers}]" if self._pool is not None else "serial"
 
     def run(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self._pool is None:
-            return [self.kernel(i, p, self.params) for i, p in zip(images, probs)]
-        futures = [self._pool.submit(self.kernel, i, p, self.params) for i, p in zip(images, probs)]
-        results: list[np.ndarray] = []
-        for k, future in enumerate(futures):
-            try:
-                results.append(future.result(timeout=self.timeout_s))
-            except (cf.TimeoutError, cf.process.BrokenProcessPool) as exc:
-                self._fall_back(f"CRF worker failed on image {k} of the batch ({exc!r}); continuing serially")
-                results.extend(dense_crf(i, p, self.params) for i, p in zip(images[k:], probs[k:]))
-                break
-        return results
+        return self.submit(images, probs).result()
+
+    def submit(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray]) -> CRFJob:
+        """Start the CRF of a batch; with a pool this returns before any image is done."""
+        return CRFJob(self, list(images), list(probs))
 
     def _fall_back(self, reason: str) -> None:
         log.warning(reason)
@@ -89,6 +85,39 @@ class CRFRunner:
 
     def describe(self) -> dict:
         return {"params": self.params.as_dict(), "mode": self.mode, "fallback": self.fallback_reason}
+
+
+class CRFJob:
+    """One batch handed to a ``CRFRunner``: ``result()`` waits for its label maps, in order.
+
+    Each image is waited for at most ``timeout_s``. A timeout or a dead worker tears the pool down
+    (the runner turns serial) and this batch's remaining images, like any later batch's, run serially.
+    """
+
+    def __init__(self, runner: CRFRunner, images: list[np.ndarray], probs: list[np.ndarray]) -> None:
+        self.runner, self.images, self.probs = runner, images, probs
+        self.futures: list[cf.Future] | None = None
+        if runner._pool is not None:
+            try:
+                self.futures = [runner._pool.submit(runner.kernel, i, p, runner.params) for i, p in zip(images, probs)]
+            except cf.process.BrokenProcessPool as exc:  # a worker died since the last batch
+                runner._fall_back(f"CRF pool broken before a batch ({exc!r}); continuing serially")
+                self.futures = None
+
+    def result(self) -> list[np.ndarray]:
+        runner = self.runner
+        if self.futures is None:
+            return [runner.kernel(i, p, runner.params) for i, p in zip(self.images, self.probs)]
+        results: list[np.ndarray] = []
+        for k, future in enumerate(self.futures):
+            try:
+                results.append(future.result(timeout=runner.timeout_s))
+            except (cf.TimeoutError, cf.process.BrokenProcessPool, cf.CancelledError) as exc:
+                if runner._pool is not None:  # the first failure; later jobs find their futures cancelled
+                    runner._fall_back(f"CRF worker failed on image {k} of the batch ({exc!r}); continuing serially")
+                results.extend(dense_crf(i, p, runner.params) for i, p in zip(self.images[k:], self.probs[k:]))
+                break
+        return results
 
 
 def _noop_task(_: int) -> int:

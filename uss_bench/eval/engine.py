@@ -3,12 +3,15 @@
 Per batch: embed (with flip TTA if the protocol says so), upsample the code bilinearly to the
 label size, predict with the cluster head (the method's own or the cluster probe) and the linear
 probe, optionally refine with the CRF, and accumulate confusion matrices over the whole split.
-Matching happens once at the end. The method never sees a metric; the engine never sees a loss.
+Matching happens once at the end. The CRF of a batch runs in the pool while the next batches embed
+(at most ``crf_in_flight`` batches outstanding); confusion counts are sums, so the order in which
+batches finish cannot change a number. The method never sees a metric; the engine never sees a loss.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from uss_bench.data.base import collate
 from uss_bench.data.transforms import to_unit_float, upsample
 from uss_bench.eval.confusion import ConfusionAccumulator
-from uss_bench.eval.crf import CRFRunner
+from uss_bench.eval.crf import CRFJob, CRFRunner
 from uss_bench.eval.crf_inputs import crf_batch
 from uss_bench.eval.matching import match
 from uss_bench.eval.metrics import prepare_cluster_confusion, segmentation_metrics
@@ -71,6 +74,7 @@ def evaluate(
     use_crf: bool | None = None,
     logits_sink: Callable[..., None] | None = None,
     predictions_out: dict[str, np.ndarray] | None = None,
+    crf_in_flight: int = 2,
 ) -> dict[str, Any]:
     """Metrics dict with keys cluster, linear (and cluster_crf, linear_crf when the CRF ran).
 
@@ -78,6 +82,8 @@ def evaluate(
     logits, e.g. to run the CRF later as a separate CPU stage (uss_bench/launch/crf_stage.py).
     ``predictions_out``: a dict whose keys are image ids to keep; it is filled with their matched
     cluster predictions (uint8 class ids, 255 = unmatched cluster) for qualitative figures.
+    ``crf_in_flight``: how many batches' CRF may still run while later batches embed (bounds the
+    memory held for them); 0 waits for each batch's CRF before the next batch.
     """
     use_crf = protocol.crf if use_crf is None else use_crf
     was_training = method.training
@@ -100,6 +106,10 @@ def evaluate(
     runner = crf_runner if use_crf else None
     if use_crf and runner is None:
         runner = CRFRunner(workers=0)
+    pending: deque[tuple[str, CRFJob, torch.Tensor]] = deque()  # (accumulator, job, labels), oldest first
+
+    def settle(key: str, job: CRFJob, labels: torch.Tensor) -> None:
+        acc[key].update(torch.from_numpy(np.stack(job.result()).astype(np.int64)), labels)
     for batch in loader:
         images_u8 = batch["image"].to(device)
         labels = batch["label"]
@@ -125,8 +135,11 @@ def evaluate(
             logits_sink(images_u8, cluster_logits, linear_logits, labels)
         if runner is not None:
             for key, logits in (("cluster_crf", cluster_logits), ("linear_crf", linear_logits)):
-                refined = runner.run(*_crf_inputs(images_u8, logits))
-                acc[key].update(torch.from_numpy(np.stack(refined).astype(np.int64)), labels)
+                pending.append((key, runner.submit(*_crf_inputs(images_u8, logits)), labels))
+            while len(pending) > 2 * max(0, crf_in_flight):  # two jobs (cluster, linear) per batch
+                settle(*pending.popleft())
+    while pending:
+        settle(*pending.popleft())
     method.train(was_training)
     probes.train(was_training)
     if not acc:

@@ -15,8 +15,9 @@ EMA-head features, z / z_mix = normalised projections of the code and of the loc
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.utils.checkpoint import checkpoint
 
 
 def nearest_pool_similarity(x: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
@@ -29,45 +30,205 @@ def symmetric_positives(sim: torch.Tensor, r_rows: torch.Tensor, r_cols: torch.T
     return (sim > r_rows[:, None]) | (sim > r_cols[None, :])
 
 
-def supcon_rows(
-    z_rows: torch.Tensor, z_all: torch.Tensor, weights: torch.Tensor, denominator: torch.Tensor,
-    tau: float, tau0: float, pnm: torch.Tensor | float,
-) -> torch.Tensor:
-    """-(tau/tau0) mean_i pnm_i sum_j w_ij log softmax_{D_i}(z_i.z_j/tau)_j / sum_j w_ij."""
-    logits = z_rows @ z_all.T / tau
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()  # stability only; cancels
-    log_norm = torch.log((logits.exp() * denominator).sum(dim=1, keepdim=True))
-    mean_log_prob = (weights * (logits - log_norm)).sum(dim=1) / weights.sum(dim=1)
-    return -((tau / tau0) * mean_log_prob * pnm).mean()
+# ---- masks kept as bits ---------------------------------------------------------------------------
+_BIT_VALUES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-def image_terms(
-    b: int, z: torch.Tensor, z_mix: torch.Tensor, f: torch.Tensor, s_ema: torch.Tensor, r_ag: torch.Tensor,
-    r_sp: torch.Tensor, keep_negatives: torch.Tensor, hw: int, lam: float, tau: float, tau0: float, reweight: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L_GHP, L_LHP, mean positive count) for the hw anchors of image b against all N patches."""
-    n = z.shape[0]
-    rows = slice(b * hw, (b + 1) * hw)
-    with torch.no_grad():
-        not_self = torch.ones(hw, n, dtype=torch.bool, device=z.device)
-        not_self[torch.arange(hw), torch.arange(b * hw, (b + 1) * hw)] = False
-        m_ag = symmetric_positives(f[rows] @ f.T, r_ag[rows], r_ag)
-        denominator = (m_ag | keep_negatives) & not_self
-        m_ag &= not_self
-        m_sp = symmetric_positives(s_ema[rows] @ s_ema.T, r_sp[rows], r_sp) & not_self
-        kept = m_ag.any(dim=1)
-        n_positives = m_ag.sum() / hw
-    if not kept.any():  # the official mean over zero anchors is NaN; an image without anchors adds nothing
-        zero = z.sum() * 0.0
-        return zero, zero, n_positives
-    with torch.no_grad():
-        weights = m_ag[kept].to(z.dtype) + lam * m_sp[kept].to(z.dtype)
-        total = weights.sum(dim=1)
-        pnm = total / total.mean() if reweight else 1.0
-        denominator = denominator[kept].to(z.dtype)
-    ghp = supcon_rows(z[rows][kept], z, weights, denominator, tau, tau0, pnm)
-    lhp = supcon_rows(z_mix[rows][kept], z_mix, weights, denominator, tau, tau0, pnm)
-    return ghp, lhp, n_positives
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """[n, N] bool -> [n, ceil(N / 8)] uint8, bit k of byte c = mask[:, 8c + k]."""
+    n, cols = mask.shape
+    pad = (-cols) % 8
+    if pad:
+        mask = torch.cat([mask, mask.new_zeros(n, pad)], dim=1)
+    bits = torch.tensor(_BIT_VALUES, dtype=torch.uint8, device=mask.device)
+    return (mask.view(n, -1, 8).to(torch.uint8) * bits).sum(dim=2, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, cols: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: [n, ceil(N / 8)] uint8 -> [n, N] bool."""
+    bits = torch.tensor(_BIT_VALUES, dtype=torch.uint8, device=packed.device)
+    return (packed[:, :, None] & bits).ne_(0).view(torch.bool).view(packed.shape[0], -1)[:, :cols]
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the similarity products run in: autocast's (fp16 under the official AMP) or the input's."""
+    kind = x.device.type
+    if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
+def _stats_dtype(x: torch.Tensor) -> torch.dtype:
+    """Softmax statistics accumulate in fp32 at least (fp64 stays fp64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _shifted_logits(rows: torch.Tensor, cols: torch.Tensor, tau: float, shift: float, dtype: torch.dtype
+                    ) -> torch.Tensor:
+    """z_rows z_cols^T / tau - shift in ``dtype``; the product runs in the operands' dtype (fp16 under AMP)."""
+    if rows.dtype == dtype:  # one fused BLAS call
+        return torch.addmm(rows.new_full((1,), -shift), rows, cols.T, alpha=1.0 / tau)
+    return (rows @ cols.T).to(dtype).mul_(1.0 / tau).sub_(shift)
+
+
+def _row_chunks(hw: int, n: int, device: torch.device) -> list[tuple[int, int]]:
+    """Split an image's hw anchors into equal row chunks of at most ~2^23 (CPU) / 2^25 (GPU) block entries."""
+    budget = 2**25 if device.type == "cuda" else 2**23
+    count = max(1, math.ceil(hw * n / budget))
+    size = math.ceil(hw / count)
+    return [(r, min(hw, r + size)) for r in range(0, hw, size)]
+
+
+def _without_self(mask: torch.Tensor, first_col: int) -> torch.Tensor:
+    """Clear entry (i, first_col + i) of each row: the anchor itself."""
+    idx = torch.arange(mask.shape[0], device=mask.device)
+    mask[idx, idx + first_col] = False
+    return mask
+
+
+def _weights(m_ag: torch.Tensor, m_sp: torch.Tensor | None, lam: float, dtype: torch.dtype) -> torch.Tensor:
+    """w = m^ag + lambda m^sp as floats, filled in place (no second float block)."""
+    weights = torch.where(m_ag, 1.0, 0.0).to(dtype)
+    if m_sp is not None:
+        weights.masked_fill_(m_sp & m_ag, 1.0 + lam).masked_fill_(m_sp & ~m_ag, lam)
+    return weights
+
+
+class _ImageState:
+    """What one image's anchors keep between forward and backward: bits and row statistics.
+
+    m^ag and m^sp (self excluded) as bits; per anchor 1 / W_i, the coefficient c_i = (tau/tau0) pnm_i /
+    |kept| (0 for anchors without positives) and, per term, log sum_{k in D_i} e^{s_ik - shift}.
+    """
+
+    def __init__(self, b: int, chunks: list[tuple[int, int]]) -> None:
+        self.b, self.chunks = b, chunks
+        self.ag: list[torch.Tensor] = []
+        self.sp: list[torch.Tensor | None] = []
+        self.inv_weight_sum: list[torch.Tensor] = []
+        self.log_norms: list[list[torch.Tensor]] = [[], []]
+        self.logits: list[list[torch.Tensor | None]] = [[], []]
+        self.coef = torch.empty(0)
+
+    def finish(self, weight_sum: torch.Tensor, kept: torch.Tensor, tau: float, tau0: float, reweight: bool) -> None:
+        n_kept = int(kept.sum())
+        self.any_kept = n_kept > 0
+        if self.any_kept:
+            pnm = weight_sum / weight_sum[kept].mean() if reweight else torch.ones_like(weight_sum)
+            self.coef = torch.where(kept, (tau / tau0) * pnm / n_kept, torch.zeros_like(weight_sum))
+        else:
+            self.coef = torch.zeros_like(weight_sum)
+        for t in range(2):  # an empty D_i only occurs where c_i = 0; keep its normaliser finite
+            self.log_norms[t] = [torch.where(kept[r0:r1], x, 0.0) for x, (r0, r1) in zip(self.log_norms[t],
+                                                                                          self.chunks)]
+
+
+class _SupConBlocks(torch.autograd.Function):
+    """Sum over images of mean_{i kept} pnm_i l_i, for z (GHP) and z_mix (LHP), with a hand-written backward.
+
+    Forward builds each image's masks, keeps them as bits with row statistics (weight sums, pnm, the
+    log-normaliser per anchor) and drops its [hw, N] blocks; backward recomputes one image's logits at a
+    time: dL/ds_ij = c_i (P_ij - w_ij / W_i), P the softmax over D_i, c_i = (tau/tau0) pnm_i / |kept|.
+    Logits are shifted by a constant bound on |s| (max ||z||^2 / tau) instead of the row maximum: the
+    shift cancels in every term, as the official max does, and saves a pass over the block. Rows are
+    processed in chunks so that the transient blocks stay small.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, z_mix: torch.Tensor, f: torch.Tensor, s_ema: torch.Tensor,
+                r_ag: torch.Tensor, r_sp: torch.Tensor, keep_negatives: torch.Tensor, lam: float, tau: float,
+                tau0: float, reweight: bool, keep_logits: bool) -> tuple[torch.Tensor, ...]:
+        dtype = _stats_dtype(z)
+        mm = _matmul_dtype(z)
+        hw, n = keep_negatives.shape
+        operands = (z.detach().to(mm), z_mix.detach().to(mm))  # cast once, not per image
+        shifts = [float(x.detach().square().sum(dim=1).max()) / tau for x in (z, z_mix)]
+        if max(shifts) > 40.0:  # exp(-2 * shift) would underflow fp32: shift by the row maximum instead
+            shifts = [None, None]
+        f_mm, s_mm = f.to(mm), s_ema.to(mm)
+        chunks = _row_chunks(hw, n, z.device)
+        totals = [z.new_zeros((), dtype=dtype), z.new_zeros((), dtype=dtype)]
+        n_positives = z.new_zeros((), dtype=dtype)
+        states: list[_ImageState] = []
+        with torch.autocast(z.device.type, enabled=False):
+            for b in range(n // hw):
+                state = _ImageState(b, chunks)
+                weight_sums, kept, positive_means = [], [], [[], []]
+                for r0, r1 in chunks:
+                    rows = slice(b * hw + r0, b * hw + r1)
+                    m_ag = _without_self(symmetric_positives(f_mm[rows] @ f_mm.T, r_ag[rows], r_ag), rows.start)
+                    m_sp = None
+                    if lam != 0:  # lambda = 0 (warm-up): the task-specific positives weigh nothing
+                        m_sp = _without_self(symmetric_positives(s_mm[rows] @ s_mm.T, r_sp[rows], r_sp), rows.start)
+                    count = m_ag.sum(dim=1, dtype=dtype)
+                    n_positives += count.sum() / hw
+                    weights = _weights(m_ag, m_sp, lam, dtype)
+                    weight_sum = weights.sum(dim=1)
+                    inv_weight_sum = 1.0 / weight_sum.clamp_min(torch.finfo(dtype).tiny)  # W = 0 -> c = 0
+                    outside = ~_without_self(m_ag | keep_negatives[r0:r1], rows.start)  # not in D_i
+                    state.ag.append(pack_bits(m_ag))
+                    state.sp.append(pack_bits(m_sp) if m_sp is not None else None)
+                    state.inv_weight_sum.append(inv_weight_sum)
+                    weight_sums.append(weight_sum)
+                    kept.append(count > 0)
+                    del m_ag, m_sp
+                    for t, zz in enumerate(operands):
+                        s = _shifted_logits(zz[rows], zz, tau, shifts[t] or 0.0, dtype)
+                        if shifts[t] is None:
+                            s.sub_(s.max(dim=1, keepdim=True).values)
+                        positive_means[t].append(torch.linalg.vecdot(s, weights) * inv_weight_sum)
+                        state.logits[t].append(s.clone() if keep_logits else None)
+                        state.log_norms[t].append(s.exp_().masked_fill_(outside, 0.0).sum(dim=1).log_())
+                state.finish(torch.cat(weight_sums), torch.cat(kept), tau, tau0, reweight)
+                for t in range(2):
+                    log_norm, positive_mean = torch.cat(state.log_norms[t]), torch.cat(positive_means[t])
+                    totals[t] += (state.coef * (log_norm - positive_mean)).sum()
+                states.append(state)
+        ctx.save_for_backward(z, z_mix)
+        ctx.states, ctx.keep_negatives, ctx.tau, ctx.mm, ctx.shifts = states, keep_negatives, tau, mm, shifts
+        ctx.lam = lam
+        ctx.mark_non_differentiable(n_positives)
+        return totals[0].to(z.dtype), totals[1].to(z.dtype), n_positives
+
+    @staticmethod
+    def backward(ctx, grad_ghp: torch.Tensor, grad_lhp: torch.Tensor, _unused: torch.Tensor):
+        z, z_mix = ctx.saved_tensors
+        dtype = _stats_dtype(z)
+        hw, n = ctx.keep_negatives.shape
+        grads = [torch.zeros_like(z, dtype=dtype), torch.zeros_like(z_mix, dtype=dtype)]
+        outer = (float(grad_ghp) / ctx.tau, float(grad_lhp) / ctx.tau)
+        operands = (z.to(ctx.mm), z_mix.to(ctx.mm))
+        with torch.autocast(z.device.type, enabled=False):
+            for state in ctx.states:
+                if not state.any_kept:
+                    continue
+                for k, (r0, r1) in enumerate(state.chunks):
+                    rows = slice(state.b * hw + r0, state.b * hw + r1)
+                    m_ag = unpack_bits(state.ag[k], n)
+                    m_sp = unpack_bits(state.sp[k], n) if state.sp[k] is not None else None
+                    coef = state.coef[r0:r1, None]
+                    # j not in D_i, and c_i w_ij / W_i: shared by both terms
+                    outside = ~_without_self(m_ag | ctx.keep_negatives[r0:r1], rows.start)
+                    target = _weights(m_ag, m_sp, ctx.lam, dtype).mul_(coef * state.inv_weight_sum[k][:, None])
+                    del m_ag, m_sp
+                    for t, zz in enumerate(operands):
+                        if not ctx.needs_input_grad[t]:
+                            continue
+                        s = state.logits[t][k]
+                        if s is None:
+                            s = _shifted_logits(zz[rows], zz, ctx.tau, ctx.shifts[t] or 0.0, dtype)
+                            if ctx.shifts[t] is None:
+                                s.sub_(s.max(dim=1, keepdim=True).values)
+                        # g_ij = c_i (P_ij - w_ij / W_i): the gradient w.r.t. s_ij, times dL/dtotal / tau below
+                        g = s.sub_(state.log_norms[t][k][:, None]).exp_().masked_fill_(outside, 0.0)
+                        g = g.mul_(coef).sub_(target).to(ctx.mm)
+                        if ctx.mm == dtype:  # accumulate in place, no [N, dim] temporary
+                            grads[t][rows].addmm_(g, zz, alpha=outer[t])
+                            grads[t].addmm_(g.T, zz[rows], alpha=outer[t])
+                        else:
+                            grads[t][rows] += (g @ zz).to(dtype).mul_(outer[t])
+                            grads[t] += (g.T @ zz[rows]).to(dtype).mul_(outer[t])
+        return (grads[0].to(z.dtype), grads[1].to(z_mix.dtype)) + (None,) * 10
 
 
 def hidden_positive_loss(
@@ -80,32 +241,27 @@ def hidden_positive_loss(
 
     All inputs are L2-normalised rows: z, z_mix [N, dim]; f [N, D] and s_ema [N, dim] (detached);
     pools [P, D] / [P, dim]. ``keep_negatives`` [hw, N] is the rho-subsample (drawn here if None).
-    ``recompute``: each image's masks and [hw, N] logits are recomputed in the backward pass instead
-    of kept (activation checkpointing; same numbers), so memory holds one image's block, not all.
+    Memory: each image's masks are kept as bits with per-anchor statistics; ``recompute`` (default)
+    recomputes an image's [hw, N] logits in the backward pass instead of keeping them (same numbers).
+    Under CUDA autocast the similarity products run in fp16, as the official code's; the softmax
+    statistics and the gradient accumulate in fp32.
     """
     n = z.shape[0]
     hw = patches_per_image
     if n % hw:
         raise ValueError(f"{n} patches are not a whole number of {hw}-patch images")
+    blocks = n // hw
     with torch.no_grad():
-        r_ag = nearest_pool_similarity(f, pool_ag)
+        r_ag = nearest_pool_similarity(f, pool_ag)  # under CUDA autocast fp16, as the official criteria
         r_sp = nearest_pool_similarity(s_ema, pool_sp)
         if keep_negatives is None:
             keep_negatives = torch.rand(hw, n, device=z.device) < rho
-    blocks = n // hw
-    ghp_total, lhp_total, n_positives = z.new_zeros(()), z.new_zeros(()), z.new_zeros(())
-    grad = z.requires_grad or z_mix.requires_grad
-    for b in range(blocks):
-        args = (b, z, z_mix, f, s_ema, r_ag, r_sp, keep_negatives, hw, lam, tau, tau0, reweight)
-        if recompute and grad:
-            ghp, lhp, pos = checkpoint(image_terms, *args, use_reentrant=False)
-        else:
-            ghp, lhp, pos = image_terms(*args)
-        ghp_total, lhp_total, n_positives = ghp_total + ghp, lhp_total + lhp, n_positives + pos
+    ghp, lhp, n_positives = _SupConBlocks.apply(z, z_mix, f.detach(), s_ema.detach(), r_ag, r_sp, keep_negatives,
+                                                lam, tau, tau0, reweight, not recompute)
     return {
-        "loss": (ghp_total + lhp_total) / (2 * blocks),
-        "ghp": ghp_total.detach() / blocks,
-        "lhp": lhp_total.detach() / blocks,
+        "loss": (ghp + lhp) / (2 * blocks),
+        "ghp": ghp.detach() / blocks,
+        "lhp": lhp.detach() / blocks,
         "positives": n_positives / blocks,
     }
 
