@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hp_dense_reference import official_dense_hp_loss  # noqa: E402
+from memory import status_bytes  # noqa: E402
 
 from uss_bench.methods.hp.loss import hidden_positive_loss  # noqa: E402
 
@@ -89,21 +90,13 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _child_peak(case: str) -> int:
     inputs = make_inputs()
     with open("/proc/self/clear_refs", "w") as fh:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
         fh.write("5")
-    base = _status_bytes("VmRSS")
+    base = status_bytes("VmRSS")
     STEPS[case](*inputs)
-    return max(0, _status_bytes("VmHWM") - base)
+    return max(0, status_bytes("VmHWM") - base)
 
 
 def extra_memory(case: str) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from memory import status_bytes
 
 from uss_bench.methods.hp.loss import hidden_positive_loss, local_mix, neighbourhood_mask
 from uss_bench.methods.ppap.loss import Propagation, ppap_loss
@@ -36,15 +37,6 @@ HW = GRID * GRID
 BATCH = int(os.environ.get("USS_BENCH_LOSS_BATCH", 64))
 HP_BATCH = int(os.environ.get("USS_BENCH_HP_BATCH", 64 if CUDA else 8))
 ROUNDS = int(os.environ.get("USS_BENCH_ROUNDS", 3))
-
-
-def _status_bytes(field: str) -> int:
-    """VmRSS / VmHWM of this process (VmHWM is the peak of this address space, fresh after exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def peak_bytes(case: str) -> int:
@@ -73,9 +65,9 @@ def _child_peak(case: str) -> int:
     inputs = make_inputs()
     with open("/proc/self/clear_refs", "w") as fh:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
         fh.write("5")
-    base = _status_bytes("VmRSS")
+    base = status_bytes("VmRSS")
     step(*inputs)
-    return max(0, _status_bytes("VmHWM") - base)
+    return max(0, status_bytes("VmHWM") - base)
 
 
 def randn(*shape, grad=False):

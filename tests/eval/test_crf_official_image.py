@@ -8,44 +8,25 @@ channel ``mul_(std).add_(mean)``), ``to_pil_image`` and ``[:, :, ::-1]``.
 from __future__ import annotations
 
 import numpy as np
+import official_stego_crf as official
 import pytest
 import torch
-from PIL import Image
-from torchvision import transforms as T
-from torchvision.transforms import functional as VF
 
 from uss_bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from uss_bench.eval.crf_inputs import crf_batch
 from uss_bench.eval.crf_kernel import CRFParams, crf_image, dense_crf
 
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
 
 def official_crf_image(rgb: np.ndarray) -> np.ndarray:
-    img = T.Normalize(MEAN, STD)(T.ToTensor()(Image.fromarray(rgb)))  # the loader's network input
-    unnorm = torch.clone(img)
-    for t, m, s in zip(unnorm, MEAN, STD):
-        t.mul_(s).add_(m)
-    return np.ascontiguousarray(np.array(VF.to_pil_image(unnorm))[:, :, ::-1])
+    return official.crf_image(official.network_input(rgb))
 
 
 def official_dense_crf(rgb: np.ndarray, log_probs: torch.Tensor) -> np.ndarray:
-    """The official dense_crf on one image, CRF constants of src/crf.py, argmax of Q."""
-    import pydensecrf.densecrf as dcrf
-    from pydensecrf.utils import unary_from_softmax
-
-    image = official_crf_image(rgb)
-    probs = torch.softmax(log_probs, dim=0).numpy()
-    c, h, w = probs.shape
-    d = dcrf.DenseCRF2D(w, h, c)
-    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
-    d.addPairwiseGaussian(sxy=1, compat=3)
-    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=image, compat=4)
-    return np.array(d.inference(10)).reshape(c, h, w).argmax(0)
+    return official.dense_crf(official.network_input(rgb), log_probs)
 
 
 def test_constants_are_the_loaders():
-    assert tuple(MEAN) == IMAGENET_MEAN and tuple(STD) == IMAGENET_STD
+    assert tuple(official.MEAN) == IMAGENET_MEAN and tuple(official.STD) == IMAGENET_STD
 
 
 def test_every_value_of_every_channel_equals_the_official_image():

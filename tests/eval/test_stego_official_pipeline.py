@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import official_stego_crf as official
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 from torchvision import transforms as T
-from torchvision.transforms import functional as VF
 
 from uss_bench.data.build import build_dataset
 from uss_bench.data.coco import CocoStuff27
@@ -34,7 +34,7 @@ from uss_bench.methods.stego.method import Stego
 from uss_bench.registry import BACKBONES, PROTOCOLS
 
 RES = 40  # S/8 -> a 5x5 patch grid: DINO interpolates its 28x28 table
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+MEAN, STD = official.MEAN, official.STD
 N = 27
 
 
@@ -86,27 +86,6 @@ def official_code(method: Stego, img: torch.Tensor) -> torch.Tensor:
     return F.interpolate(code, (RES, RES), mode="bilinear", align_corners=False)
 
 
-def official_crf_image(img: torch.Tensor) -> np.ndarray:
-    unnorm = torch.clone(img)
-    for t, m, s in zip(unnorm, MEAN, STD):
-        t.mul_(s).add_(m)
-    return np.ascontiguousarray(np.array(VF.to_pil_image(unnorm))[:, :, ::-1])
-
-
-def official_crf(img: torch.Tensor, log_probs: torch.Tensor) -> np.ndarray:
-    import pydensecrf.densecrf as dcrf
-    from pydensecrf.utils import unary_from_softmax
-
-    image = official_crf_image(img)
-    probs = F.softmax(log_probs, dim=0).numpy()
-    c, h, w = probs.shape
-    d = dcrf.DenseCRF2D(w, h, c)
-    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
-    d.addPairwiseGaussian(sxy=1, compat=3)
-    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=image, compat=4)
-    return np.array(d.inference(10)).reshape(c, h, w).argmax(0)
-
-
 def official_metrics(stats: np.ndarray, hungarian: bool) -> dict:
     hist = stats[np.argsort(linear_sum_assignment(stats, maximize=True)[1])] if hungarian else stats
     tp = np.diag(hist).astype(np.float64)
@@ -153,7 +132,7 @@ def test_harness_under_stego_equals_the_official_evaluation(setup):
             assert torch.equal(T.Normalize(MEAN, STD)(sample["image"].float() / 255), img)
             # the image the harness's CRF kernel hands pydensecrf under this protocol
             rgb = sample["image"].permute(1, 2, 0).numpy()
-            assert np.array_equal(crf_image(rgb, protocol.crf_params["image"]), official_crf_image(img))
+            assert np.array_equal(crf_image(rgb, protocol.crf_params["image"]), official.crf_image(img))
             code = official_code(method, img[None])
             linear = torch.log_softmax(probes.linear.conv(code), dim=1)
             cluster = torch.log_softmax(2 * torch.einsum("bchw,nc->bnhw", F.normalize(code, dim=1),
@@ -161,7 +140,7 @@ def test_harness_under_stego_equals_the_official_evaluation(setup):
             target = label.numpy()
             for key, log_probs in (("linear", linear), ("cluster", cluster)):
                 update(stats[key], log_probs.argmax(1)[0].numpy(), target)
-                update(stats[f"{key}_crf"], official_crf(img, log_probs[0]), target)
+                update(stats[f"{key}_crf"], official.dense_crf(img, log_probs[0]), target)
             raw_cluster[item.id] = cluster.argmax(1)[0].numpy()
 
     for key in stats:
