@@ -120,13 +120,19 @@ def test_job_dying_without_result_is_failed_in_bounded_time_then_retried(slurm_e
 
 
 def test_run_raising_in_the_job_is_reported_failed_not_completed(slurm_env, tmp_path: Path, capsys):
-    rc = main(["run", *SMOKE, *CI, "--wait", "--timeout", "120", "--set", "train.batch_size=1000",
-               "--results", str(tmp_path)])
+    """An error only the job can meet (a corrupt image the preflight sample did not decode) fails the run."""
+    from uss_bench.data.fixtures import write_fixture
+
+    write_fixture("synthetic", tmp_path / "data")
+    (image,) = (tmp_path / "data" / "synthetic").glob("*/images/val/00001.png")  # not in preflight's sample
+    image.write_bytes(image.read_bytes()[:100])
+    rc = main(["run", *SMOKE, *CI, "--wait", "--timeout", "120", "--data-root", str(tmp_path / "data"),
+               "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "ValueError: training split has 64 images, fewer than the batch size 1000" in err
-    (run,) = mf.find(tmp_path)["runs"]
-    assert run["state"] == "failed" and run["error"].startswith("ValueError: training split has 64 images")
+    assert f"DatasetError: corrupt or truncated image {image}" in err
+    (run,) = mf.find(tmp_path / "results")["runs"]
+    assert run["state"] == "failed" and run["error"].startswith("DatasetError: corrupt or truncated image")
 
 
 def test_fifty_concurrent_tasks_write_records_none_lost(slurm_env, tmp_path: Path):

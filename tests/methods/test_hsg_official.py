@@ -2,6 +2,7 @@
 independent implementation of the rule written here from its description."""
 
 import math
+import shutil
 from fractions import Fraction
 
 import pytest
@@ -326,11 +327,13 @@ def test_datasets_check_ucm_reports_missing_then_present_maps(tmp_path, capsys):
 
     write_fixture("voc12", tmp_path)
     args = ["datasets", "check", "voc12", "--ucm", "--data-root", str(tmp_path)]
+    ucm_dir = tmp_path / "VOCdevkit/VOC2012/rf_0.25_48"
+    assert main(args) == 0 and "voc12 hsg-ucm: ok" in capsys.readouterr().out  # the fixture carries the maps
+    shutil.rmtree(ucm_dir)
     assert main(args) == 1
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("voc12 hsg-ucm: MISSING") and "VOCdevkit/VOC2012/rf_0.25_48" in line
     assert "SE-OWT-UCM" in line
-    ucm_dir = tmp_path / "VOCdevkit/VOC2012/rf_0.25_48"
     ucm_dir.mkdir(parents=True)
     assert main(args) == 1 and "sampled train ids have no map" in capsys.readouterr().out
     for item in build_dataset("voc12", tmp_path, "train_aug", SegTransform(64)).items:
