@@ -63,6 +63,10 @@ class Registry:
 
         return decorator
 
+    def registered(self) -> dict[str, Any]:
+        """What is registered so far, without importing the rest of this kind's modules."""
+        return dict(self._items)
+
     def names(self) -> list[str]:
         return sorted(self._known())
 

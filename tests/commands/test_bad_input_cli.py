@@ -260,7 +260,7 @@ def test_corrupt_file_found_while_running_keeps_the_checkpoint_and_resumes(tmp_p
 
 
 @pytest.mark.parametrize("argv", [["list", "methods"], ["list", "datasets"], ["list", "backbones"],
-                                  ["list", "tables"], ["table", "ppap-t1"], ["check"], ["status"], ["collect"]])
+                                  ["list", "tables"], ["list", "protocols"], ["table", "ppap-t1"], ["check"], ["status"], ["collect"]])
 def test_commands_that_only_read_import_no_torch(tmp_path, argv):
     code = ("import sys\nfrom uss_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
@@ -272,9 +272,10 @@ def test_commands_that_only_read_import_no_torch(tmp_path, argv):
 
 
 def test_list_has_a_description_for_every_name_and_aligned_columns(capsys):
-    from uss_bench.registry import BACKBONES, DATASETS, METHODS
+    from uss_bench.registry import BACKBONES, DATASETS, METHODS, PROTOCOLS
 
-    for kind, registry in (("methods", METHODS), ("datasets", DATASETS), ("backbones", BACKBONES)):
+    for kind, registry in (("methods", METHODS), ("datasets", DATASETS), ("backbones", BACKBONES),
+                           ("protocols", PROTOCOLS)):  # protocols: PROTOCOL_MODULES define every one
         assert main(["list", kind]) == 0
         lines = capsys.readouterr().out.splitlines()
         registry.load()

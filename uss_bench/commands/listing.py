@@ -1,9 +1,8 @@
 """``uss-bench list methods|datasets|backbones|protocols|tables``.
 
 Methods, datasets and tables are listed from their YAML cards and backbones from
-``uss_bench/backbones/catalog.py``, so
-the command never imports torch (a test keeps both in step with the registries). Protocols are Python
-objects and are read from their registry.
+``uss_bench/backbones/catalog.py``, protocols from the torch-free modules that define them, so the
+command never imports torch (tests keep all of them in step with the registries).
 """
 
 from __future__ import annotations
@@ -17,6 +16,9 @@ import yaml
 from uss_bench.paths import PROJECT_ROOT, cards_dir
 
 KINDS = ("backbones", "datasets", "methods", "protocols", "tables")
+# the modules that define protocols: none imports torch, so `list protocols` stays fast
+PROTOCOL_MODULES = ("uss_bench.eval.protocol", "uss_bench.eval.protocols_cnn", "uss_bench.eval.protocols_hsg",
+                    "uss_bench.eval.protocols_san", "uss_bench.eval.protocols_imagenet_s")
 
 def _one_line(text: object) -> str:
     return " ".join(str(text or "").split())
@@ -43,9 +45,13 @@ def entries(kind: str) -> dict[str, str]:
         from uss_bench.backbones.catalog import BACKBONE_CATALOG
 
         return dict(BACKBONE_CATALOG)
+    import importlib
+
     from uss_bench.registry import PROTOCOLS
 
-    return {name: _one_line(PROTOCOLS.get(name).description) for name in PROTOCOLS.names()}
+    for module in PROTOCOL_MODULES:  # torch-free; a test keeps this list complete
+        importlib.import_module(module)
+    return {name: _one_line(p.description) for name, p in PROTOCOLS.registered().items()}
 
 
 def format_entries(items: dict[str, str]) -> str:

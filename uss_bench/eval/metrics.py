@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-AVERAGING = ("skip_absent", "absent_as_zero")
-EXTRA_CLUSTER_PIXELS = ("error", "drop_before_matching")
+from uss_bench.eval.protocol_choices import AVERAGING, EXTRA_CLUSTER_PIXELS  # noqa: E402,F401 - re-exported
 
 
 def prepare_cluster_confusion(confusion: torch.Tensor | np.ndarray, extra_cluster_pixels: str) -> np.ndarray:

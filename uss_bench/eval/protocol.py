@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from uss_bench.eval.crf_kernel import CRFParams
-from uss_bench.eval.metrics import EXTRA_CLUSTER_PIXELS
+from uss_bench.eval.protocol_choices import EXTRA_CLUSTER_PIXELS
 from uss_bench.registry import PROTOCOLS
 
 SELECTION_RULES = ("last", "val_cluster_miou", "val_sum4")
