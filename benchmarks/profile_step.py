@@ -34,7 +34,7 @@ from uss_bench.eval.probes import Probes
 from uss_bench.pipeline import RunEnv, build_method, default_backbone
 from uss_bench.registry import METHODS
 from uss_bench.spec import RunSpec
-from uss_bench.train import TrainSettings, build_optimizers
+from uss_bench.train import TrainSettings, build_optimizers, epoch_pass_loader
 
 CUDA = torch.cuda.is_available()
 PHASES = ("data", "h2d", "method_forward", "backbone", "backward", "optimiser", "probes")
@@ -92,6 +92,8 @@ def profile_method(name: str, batch: int, res: int, steps: int, workers: int, de
                                          pin_memory=device.type == "cuda")
     method.train()
     method.on_train_start(data)
+    # as train() does at each epoch start (PiCIE's k-means and pseudo-labels); not part of the timed steps
+    method.on_epoch_start(0, lambda: epoch_pass_loader(data, batch, workers, 0, 0))
     autocast = torch.autocast(device.type, dtype=torch.float16) if use_amp else nullcontext()
     clip = config.train.get("clip_grad_norm")
     clip_params = [p for g in method.param_groups() if g.get("clip", True) for p in g["params"] if p.requires_grad]
