@@ -260,7 +260,8 @@ def test_corrupt_file_found_while_running_keeps_the_checkpoint_and_resumes(tmp_p
 
 
 @pytest.mark.parametrize("argv", [["list", "methods"], ["list", "datasets"], ["list", "backbones"],
-                                  ["list", "tables"], ["list", "protocols"], ["table", "ppap-t1"], ["check"], ["status"], ["collect"]])
+                                  ["list", "tables"], ["list", "protocols"], ["table", "ppap-t1"], ["check"],
+                                  ["status"], ["collect"]])
 def test_commands_that_only_read_import_no_torch(tmp_path, argv):
     code = ("import sys\nfrom uss_bench.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")

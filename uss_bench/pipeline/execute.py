@@ -238,6 +238,8 @@ def _execute(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit):
         raise  # preemption/requeue (submitit exits via SystemExit): not a failure; the checkpoint resumes it
     except BaseException as exc:
+        if _requeue_in_progress(exc):
+            raise  # Slurm is requeueing this job: the checkpoint resumes it, so it is not a failed run
         record.update(
             status="failed",
             error={"type": type(exc).__name__, "message": str(exc), "cause": error_cause(exc),
@@ -288,3 +290,11 @@ def run_inline(specs: list[RunSpec], env: RunEnv, keep_going: bool = True, retry
 def _busy_record(spec: RunSpec, holder: dict[str, Any]) -> dict[str, Any]:
     """Stands in for the record of a run another process is computing; never written."""
     return {"run_id": spec.run_id, "spec": spec.to_dict(), "status": "running", "holder": holder}
+
+
+def _requeue_in_progress(exc: BaseException) -> bool:
+    """submitit's requeue handler runs ``scontrol requeue``; Slurm's SIGTERM to the job can kill that child,
+    and the resulting CalledProcessError surfaces wherever training was. The job is requeued all the same."""
+    cmd = getattr(exc, "cmd", None)
+    return isinstance(exc, subprocess.CalledProcessError) and list(cmd or [])[:2] == ["scontrol", "requeue"]
+
