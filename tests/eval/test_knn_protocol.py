@@ -1,5 +1,6 @@
 """The hsg-knn protocol: segment-prototype memory bank + top-k majority vote."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -135,3 +136,68 @@ def test_evaluate_knn_segments_at_official_geometry():
     out = evaluate_knn_segments(method, protocol, [_scene(False, 0), _scene(True, 1)], [_scene(True, 0)],
                                 ["bg", "red", "green"], torch.device("cpu"), batch_size=2)
     assert out["knn"]["acc"] == pytest.approx(100.0) and out["knn"]["n_pixels"] == 16  # scored at label size
+
+
+def _cv2_linear_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV INTER_LINEAR along one axis (imgproc/resize.cpp): source x = (i + 0.5) * n_in/n_out - 0.5
+    as float32, floor, clamped to the first/last pixel with weight 0 there. Returns (i0, i1, weight of i1)."""
+    scale = 1.0 / (n_out / n_in)
+    i0, i1, frac = [], [], []
+    for i in range(n_out):
+        x = np.float32((i + 0.5) * scale - 0.5)
+        s = int(np.floor(x))
+        f = float(x - s)
+        if s < 0:
+            s, f = 0, 0.0
+        if s >= n_in - 1:
+            s, f = n_in - 1, 0.0
+        i0.append(s)
+        i1.append(min(s + 1, n_in - 1))
+        frac.append(f)
+    return np.array(i0), np.array(i1), np.array(frac)
+
+
+def _cv2_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """[C, H, W] float -> [C, out_h, out_w], rows then columns (separable, as OpenCV)."""
+    r0, r1, fr = _cv2_linear_axis(image.shape[1], out_h)
+    c0, c1, fc = _cv2_linear_axis(image.shape[2], out_w)
+    rows = image[:, r0] * (1 - fr)[None, :, None] + image[:, r1] * fr[None, :, None]
+    return rows[:, :, c0] * (1 - fc) + rows[:, :, c1] * fc
+
+
+def test_official_geometry_reads_each_file_at_its_own_size(tmp_path):
+    """hsg-knn (geometry official) starts from the image file, as pyscripts/inference/inference.py: the
+    harness eval_res resize/crop is skipped, one image per batch, scored at the label file's size."""
+    from PIL import Image
+
+    from uss_bench.data.build import build_dataset
+    from uss_bench.data.fixtures import write_fixture
+    from uss_bench.data.transforms import IMAGENET_MEAN, SegTransform
+
+    write_fixture("voc12", tmp_path)  # 40 x 30 files
+    train = build_dataset("voc12", tmp_path, "train_aug", SegTransform(16))
+    evaluation = build_dataset("voc12", tmp_path, "val", SegTransform(16))
+    method = RecordingMethod({"image_size": 48, "crop": [48, 48], "stride": [48, 48]})
+    protocol = PROTOCOLS.get("hsg-knn").with_overrides(kmeans_iterations=2, kmeans_location=False, knn_k=3)
+    out = evaluate_knn_segments(method, protocol, train, evaluation, train.classes, torch.device("cpu"),
+                                batch_size=2)
+    # 3 bank images then 2 eval images, one window each: 30 x 40 -> 36 x 48 (longer side 48), padded to 48
+    assert [tuple(w.shape) for w in method.windows] == [(1, 3, 48, 48)] * 5
+    root = tmp_path / "VOCdevkit" / "VOC2012"
+    first = evaluation.items[0].id
+    pixels = np.asarray(Image.open(root / "JPEGImages" / f"{first}.jpg").convert("RGB"))
+    expected = np.empty((3, 48, 48), dtype=np.float64)
+    expected[:] = np.asarray(IMAGENET_MEAN)[:, None, None]
+    expected[:, :36, :48] = _cv2_bilinear(pixels.transpose(2, 0, 1).astype(np.float64) / 255, 36, 48)
+    assert np.abs(method.windows[3][0].double().numpy() - expected).max() < 1e-5
+    # scored at the label files' size (2 x 30 x 40 less the 255 pixels), not at eval_res 16 x 16
+    labelled = sum(int((np.asarray(Image.open(root / "SegmentationClassAug" / f"{item.id}.png")) != 255).sum())
+                   for item in evaluation.items)
+    assert out["knn"]["n_pixels"] == labelled and labelled > 2 * 16 * 16
+    assert out["knn"]["geometry"].startswith("official: file size, longer side -> 48")
+    assert evaluation.transform == SegTransform(16)  # the file-size view leaves the split untouched
+    harness = RecordingMethod(None)
+    out = evaluate_knn_segments(harness, protocol, train, evaluation, train.classes, torch.device("cpu"),
+                                batch_size=2)
+    assert [tuple(w.shape) for w in harness.windows] == [(2, 3, 16, 16), (1, 3, 16, 16), (2, 3, 16, 16)]
+    assert out["knn"]["geometry"] == "harness: eval_res 320, crop center"

@@ -8,6 +8,7 @@ size mismatches) so every family reports them the same way.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -99,6 +100,13 @@ class SegDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def at_file_size(self) -> SegDataset:
+        """A view of this split that yields every file at its own size (no harness resize or crop),
+        for protocols whose official inference starts from the original image (HSG's hsg-knn)."""
+        view = copy.copy(self)
+        view.transform = None
+        return view
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]

@@ -44,6 +44,27 @@ def pil_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     return np.minimum(index, n_in - 1)
 
 
+def cv2_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output pixel along one axis, as ``cv2.resize(..., INTER_NEAREST)``.
+
+    OpenCV (``resizeNN`` in imgproc/resize.cpp) takes ``fx = n_out / n_in`` in double precision,
+    inverts it (``1. / fx``) and floors ``i * (1 / fx)``, clamped to the last pixel; no half-pixel
+    offset, unlike PIL. HSG's inference resizes labels and predictions with it.
+    """
+    inverse = 1.0 / (float(n_out) / n_in)
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float64) * inverse).astype(np.int64), n_in - 1)
+
+
+def cv2_nearest_resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Integer maps [..., H, W] to ``size`` with OpenCV's nearest rule (see ``cv2_nearest_indices``)."""
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
+        return maps
+    rows = torch.from_numpy(cv2_nearest_indices(h, size[0])).to(maps.device)
+    cols = torch.from_numpy(cv2_nearest_indices(w, size[1])).to(maps.device)
+    return maps.index_select(-2, rows).index_select(-1, cols)
+
+
 def resized_size(h: int, w: int, res: int) -> tuple[int, int]:
     """torchvision ``Resize(res)``: the shorter side becomes ``res``, the longer ``int(res * long / short)``."""
     if w <= h:

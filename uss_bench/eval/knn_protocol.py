@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from uss_bench.clustering.spherical_kmeans import kmeans_segments, segment_means
 from uss_bench.data.base import collate
-from uss_bench.data.transforms import IMAGENET_MEAN, to_unit_float, upsample
+from uss_bench.data.transforms import IMAGENET_MEAN, cv2_nearest_resize, to_unit_float, upsample
 from uss_bench.eval.confusion import ConfusionAccumulator
 from uss_bench.eval.evaluators import register_evaluator
 from uss_bench.eval.matching import identity
@@ -59,7 +59,12 @@ def knn_vote(queries: torch.Tensor, bank: MemoryBank, k: int, n_classes: int) ->
     return votes.argmax(dim=1)  # ties -> the smaller class id
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, geometry: dict[str, Any] | None) -> DataLoader:
+    if geometry is not None:
+        # The official inference reads each file at its own size, one image at a time (sizes differ);
+        # the harness resize/crop to eval_res is skipped.
+        at_file_size = getattr(dataset, "at_file_size", None)
+        dataset, batch_size = (at_file_size() if at_file_size is not None else dataset), 1
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
                       generator=torch.Generator().manual_seed(0))
 
@@ -97,9 +102,10 @@ def _segments(method: Any, images: torch.Tensor, size: tuple[int, int], protocol
 
 def official_geometry_segments(method: Any, images: torch.Tensor, protocol: Any, grid: tuple[int, int],
                                geometry: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official inference (pyscripts/inference/prototype.py, inference.py) on the given images.
+    """The official inference (pyscripts/inference/prototype.py, inference.py) on the given images,
+    which the evaluator reads at their file size.
 
-    Resize so the longer side is ``image_size`` (sizes truncated, as cv2 there), pad right/bottom
+    Resize so the longer side is ``image_size`` (bilinear, sizes truncated, as cv2 there), pad right/bottom
     with the ImageNet mean (0 after normalisation) to at least ``crop``, embed sliding ``crop``
     windows at ``stride`` (each embedding bilinearly upsampled to its window, unit-normalised,
     overlaps averaged), then k-means with the grid laid over the padded canvas and padding ignored.
@@ -132,10 +138,13 @@ def official_geometry_segments(method: Any, images: torch.Tensor, protocol: Any,
     return emb[:, :, :rh, :rw], segs[:, :rh, :rw]
 
 
-def _to_size(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest resize of integer maps [B, H, W] (labels to the working size, predictions back)."""
+def _to_size(labels: torch.Tensor, size: tuple[int, int], geometry: dict[str, Any] | None = None) -> torch.Tensor:
+    """Nearest resize of integer maps [B, H, W] (labels to the working size, predictions back): OpenCV's
+    rule under the official geometry (its inference resizes both with cv2), else torch's."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
+    if geometry is not None:
+        return cv2_nearest_resize(labels, size)
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
@@ -146,11 +155,11 @@ def build_memory_bank(method: Any, dataset: Dataset, protocol: Any, n_classes: i
     grid = inference_grid(method, protocol)
     geometry = inference_geometry(method, protocol)
     n_seg = grid[0] * grid[1]
-    for batch in _loader(dataset, batch_size, num_workers):
+    for batch in _loader(dataset, batch_size, num_workers, geometry):
         gt = batch["label"].to(device)
         images = to_unit_float(batch["image"].to(device))
         emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol, grid, geometry)
-        gt = _to_size(gt, tuple(segs.shape[-2:]))  # the official memory bank reads labels resized (nearest)
+        gt = _to_size(gt, tuple(segs.shape[-2:]), geometry)  # the official bank reads labels resized (nearest)
         for b in range(emb.shape[0]):
             flat = emb[b].flatten(1).T
             seg = segs[b].reshape(-1)
@@ -178,7 +187,7 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
     grid = inference_grid(method, protocol)
     geometry = inference_geometry(method, protocol)
     n_seg = grid[0] * grid[1]
-    for batch in _loader(eval_set, batch_size, num_workers):
+    for batch in _loader(eval_set, batch_size, num_workers, geometry):
         gt = batch["label"]
         images = to_unit_float(batch["image"].to(device))
         emb, segs = _segments(method, images, tuple(gt.shape[-2:]), protocol, grid, geometry)
@@ -191,8 +200,8 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
             lookup[present] = votes
             pred[b] = lookup[segs[b].clamp(min=0)]
         label_size = tuple(gt.shape[-2:])
-        confusion.update(_to_size(pred, label_size), gt)  # predictions back to label size, nearest
-        levels = _hierarchy(method, images, _to_size(segs, label_size))
+        confusion.update(_to_size(pred, label_size, geometry), gt)  # back to the label (file) size, nearest
+        levels = _hierarchy(method, images, _to_size(segs, label_size, geometry))
         if covering is None:
             covering = HierarchyCovering([name for name, _ in levels], protocol.nfc_background, protocol.nfc_regions)
         for b in range(gt.shape[0]):
@@ -200,8 +209,17 @@ def evaluate_knn_segments(method: Any, protocol: Any, train_set: Dataset, eval_s
     method.train(was_training)
     metrics = segmentation_metrics(confusion.matrix, identity(confusion.matrix), "absent_as_zero").as_dict(class_names)
     metrics.update(n_pixels=int(confusion.matrix.sum()), memory_size=int(bank.labels.numel()), k=protocol.knn_k,
-                   kmeans_grid=list(grid))
+                   kmeans_grid=list(grid), geometry=_geometry_record(geometry, protocol))
     return {"knn": metrics, "nfcovering": covering.result() if covering is not None else {}}
+
+
+def _geometry_record(geometry: dict[str, Any] | None, protocol: Any) -> str:
+    """Where the segments were computed, as one line in the record (a string: not a metric)."""
+    if geometry is None:
+        return f"harness: eval_res {protocol.eval_res}, crop {protocol.crop}"
+    (ch, cw), (sh, sw) = geometry["crop"], geometry["stride"]
+    return (f"official: file size, longer side -> {geometry['image_size']}, padded to {ch}x{cw}, "
+            f"windows {ch}x{cw} at stride {sh}x{sw}")
 
 
 def _hierarchy(method: Any, images: torch.Tensor, segments: torch.Tensor) -> list[tuple[str, torch.Tensor]]:

@@ -20,7 +20,8 @@ class SegmentKnnProtocol(Protocol):
     # 12x24, as the official inference scripts), else VOC's 6x6; a value here overrides both.
     kmeans_grid: tuple[int, int] | None = None
     # "official": the method's inference_geometry (longer side -> image_size, pad to crop, sliding
-    # windows; VOC 512, Cityscapes 2048 / 1024x2048) applied to the eval images; "harness": eval_res.
+    # windows; VOC 512, Cityscapes 2048 / 1024x2048) applied to each image file at its own size, one
+    # image per batch, for the memory bank and the eval split; "harness": eval_res images.
     geometry: str = "official"
     kmeans_iterations: int = 15
     kmeans_location: bool = True  # append normalised (y, x) before clustering, as in training
@@ -38,9 +39,11 @@ register(
         checkpoint_selection="last",
         notes=(
             "The memory bank is built from the train split with its ground truth, by design of the protocol.",
-            "geometry official: the method's inference size (VOC longer side 512 padded to 512x512, Cityscapes "
-            "2048 with 1024x2048 windows) applied to the eval images, which the harness has already resized to "
-            "eval_res (the official code starts from the original file); predictions return to label size, nearest.",
+            "geometry official: each file is read at its own size (no eval_res resize/crop, one image per batch), "
+            "resized so its longer side is the method's image_size (VOC 512 padded to 512x512, Cityscapes 2048 "
+            "with 1024x2048 windows), as pyscripts/inference/{prototype,inference}.py; labels go to that size and "
+            "predictions back to the file size with OpenCV's nearest rule. Where the method publishes no geometry "
+            "(KITTI-STEP, COCO-stuff, Potsdam, synthetic) the harness eval_res images are used.",
             "cluster/linear metrics are the engine's probes; the protocol's own numbers are metrics.knn.",
             "NFCovering (HSG Eq. 10) has no official code; region definition and averaging are ours.",
         ),
