@@ -154,3 +154,17 @@ def test_stage_stores_log_probs_and_applies_the_extra_cluster_rule(tmp_path: Pat
     expected = segmentation_metrics(kept, match(kept, "hungarian"), "skip_absent")
     assert record["metrics"]["cluster_crf"]["acc"] == expected.acc
     assert record["metrics"]["cluster_crf"]["n_pixels"] == int(kept.sum())
+
+
+def test_a_run_holding_its_lock_keeps_its_record(tmp_path: Path):
+    """The stage writes the record under the run's lock: while the same run works, it refuses and
+    changes nothing; once the lock is free, the finished shards are merged in."""
+    from uss_bench.results.locks import RunLockedError, run_lock
+
+    dump(tmp_path, "r7", scene(np.random.default_rng(7)))
+    before = load_record(tmp_path, "r7")
+    with run_lock(tmp_path, "r7"), pytest.raises(RunLockedError, match="run r7 is already running"):
+        crf_stage.run_stage(tmp_path, ["r7"])
+    assert load_record(tmp_path, "r7") == before
+    (record,) = crf_stage.run_stage(tmp_path, ["r7"])
+    assert "cluster_crf" in record["metrics"] and load_record(tmp_path, "r7") == record

@@ -70,6 +70,7 @@ def run_deferred_crf(manifest: dict, executor: str, profile: str | None) -> int:
     from uss_bench.launch import crf_stage
     from uss_bench.launch.executors import LaunchError
     from uss_bench.launch.profiles import ProfileError
+    from uss_bench.results.locks import RunLockedError
     from uss_bench.results.records import CorruptRecordError, load_record
 
     results_dir = manifest["results_dir"]
@@ -90,6 +91,9 @@ def run_deferred_crf(manifest: dict, executor: str, profile: str | None) -> int:
         crf_stage.run_stage(results_dir, todo, executor=executor, profile=profile)
     except (FileNotFoundError, LaunchError, ProfileError) as exc:
         print(f"uss-bench collect: error: CRF stage: {exc}", file=sys.stderr)
+        return 2
+    except RunLockedError as exc:  # its shards are kept: the next collect only merges
+        print(f"uss-bench collect: error: CRF stage: {exc}; collect again when it has ended", file=sys.stderr)
         return 2
     return 0
 

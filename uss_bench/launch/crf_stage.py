@@ -104,17 +104,24 @@ def merge(results_dir: str | Path, run_id: str) -> dict[str, Any]:
 
 
 def apply_to_record(results_dir: str | Path, run_id: str) -> dict[str, Any]:
-    """Add the merged CRF metrics to the run's record (atomically) and return the record."""
+    """Add the merged CRF metrics to the run's record (atomically) and return the record.
+
+    Under the run's lock, read then written, so a run of the same spec working at the same time never
+    has its record overwritten by a stale copy (:class:`RunLockedError` names the holder instead).
+    """
+    from uss_bench.results.locks import run_lock
     from uss_bench.results.records import load_record, write_record
 
-    record = load_record(results_dir, run_id)
-    if record is None:
-        raise FileNotFoundError(f"no record for run {run_id} under {Path(results_dir) / 'runs'}")
+    metrics = merge(results_dir, run_id)  # the slow part, outside the lock
     meta = load_meta(results_dir, run_id)
-    record.setdefault("metrics", {}).update(merge(results_dir, run_id))
-    record["crf"] = {"stage": "separate", "params": meta["crf_params"], "logits_dtype": meta["dtype"],
-                     "n_images": meta["n_images"]}
-    write_record(results_dir, record)
+    with run_lock(results_dir, run_id):
+        record = load_record(results_dir, run_id)
+        if record is None:
+            raise FileNotFoundError(f"no record for run {run_id} under {Path(results_dir) / 'runs'}")
+        record.setdefault("metrics", {}).update(metrics)
+        record["crf"] = {"stage": "separate", "params": meta["crf_params"], "logits_dtype": meta["dtype"],
+                         "n_images": meta["n_images"]}
+        write_record(results_dir, record)
     return record
 
 
