@@ -36,6 +36,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "clip_grad_norm": None,
     "val_every": 100,
     "eval_batch_size": 16,
+    # a method preset trained first, whose final weights this run starts from (hparams.init_from);
+    # the pipeline runs it as its own run (pipeline/execute.py)
+    "init_stage": None,
 }
 PROBE_DEFAULTS: dict[str, Any] = {"linear_lr": 5e-3, "cluster_lr": 5e-3}
 SECTIONS = ("train", "probes", "hparams", "protocol")
@@ -132,6 +135,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "clip_grad_norm": Rule(float, minimum=0, exclusive=True, optional=True),
     "val_every": _POSITIVE_INT,
     "eval_batch_size": _POSITIVE_INT,
+    "init_stage": Rule(str, optional=True),
 }
 PROBE_RULES: dict[str, Rule] = {"linear_lr": _LR, "cluster_lr": _LR}
 PROTOCOL_RULES: dict[str, Rule] = {
@@ -423,9 +427,24 @@ def validate_specs(specs: Iterable[RunSpec]) -> None:
             continue
         seen.add(key)
         try:
-            resolve(spec)
+            _check_init_stage(spec, resolve(spec))
         except ConfigError as exc:
             if str(exc) not in problems:
                 problems.append(str(exc))
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _check_init_stage(spec: RunSpec, config: RunConfig) -> None:
+    """``train.init_stage`` names a preset of the method whose own run starts from nothing."""
+    stage = config.train.get("init_stage")
+    if not stage:
+        return
+    presets = load_card("methods", spec.method).get("presets") or {}
+    if stage not in presets:
+        raise ConfigError(f"{spec.label()}: train.init_stage {stage!r} is not a preset of methods/{spec.method}.yaml "
+                          f"(presets: {', '.join(sorted(presets)) or 'none'})")
+    first = resolve(spec.stage(stage))
+    if first.train.get("init_stage") or first.hparams.get("init_from"):
+        raise ConfigError(f"{spec.label()}: its init_stage {stage!r} must start from scratch (set its "
+                          "train.init_stage and hparams.init_from to null)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -35,6 +35,11 @@ class RunSpec:
 
     def __hash__(self) -> int:  # overrides is a dict, so hash the canonical form
         return hash(self.canonical_json())
+
+    def stage(self, preset: str) -> RunSpec:
+        """The earlier training stage this run starts from (``train.init_stage``): the same method, data,
+        backbone, seed and protocol under the stage's preset, without this run's ``--set`` overrides."""
+        return replace(self, preset=preset, overrides={})
 
     def label(self) -> str:
         return f"{self.method}/{self.dataset}/{self.backbone}/seed{self.seed}/{self.protocol}/{self.preset}"

@@ -115,13 +115,30 @@ def last_step(log_path: Path) -> tuple[int, int | None] | None:
     return None
 
 
+def stage_in_training(log_path: Path) -> tuple[str, str] | None:
+    """(preset, run id) of the earlier stage a run is training first (``train.init_stage``), named in
+    its log before its own first step; None otherwise."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[:8]  # written before any step
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "stage_run_id" in entry:
+            return str(entry.get("stage")), str(entry["stage_run_id"])
+    return None
+
+
 class StepProgress:
     """Between the executors' status lines: each unfinished run's training step out of its total, read from
     ``<results>/logs/<run_id>.jsonl`` every ``period_s``, printed when it changed."""
 
     def __init__(self, specs: list[Any], results_dir: Path, period_s: float = 10.0) -> None:
         self.specs, self.results_dir, self.period_s = specs, Path(results_dir), period_s
-        self.shown: dict[str, tuple[int, int | None]] = {}
+        self.shown: dict[str, tuple[str, int, int | None]] = {}
         self.start = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="uss-bench-progress", daemon=True)
@@ -131,13 +148,17 @@ class StepProgress:
         for spec in self.specs:
             if (self.results_dir / "runs" / f"{spec.run_id}.json").is_file():
                 continue  # finished: the status line says so
-            now = last_step(self.results_dir / "logs" / f"{spec.run_id}.jsonl")
-            if now is None or self.shown.get(spec.run_id) == now:
+            log = self.results_dir / "logs" / f"{spec.run_id}.jsonl"
+            now, what = last_step(log), "step"
+            stage = stage_in_training(log) if now is None else None
+            if stage is not None:  # training its earlier stage first: show that run's steps
+                now, what = last_step(self.results_dir / "logs" / f"{stage[1]}.jsonl"), f"stage {stage[0]} step"
+            if now is None or self.shown.get(spec.run_id) == (what, *now):
                 continue
-            self.shown[spec.run_id] = now
+            self.shown[spec.run_id] = (what, *now)
             step, total = now
             out.append(f"[{time.monotonic() - self.start:6.0f}s]   {spec.run_id} {spec.label()}: "
-                       f"step {step}/{total if total is not None else '?'}")
+                       f"{what} {step}/{total if total is not None else '?'}")
         return out
 
     def _loop(self) -> None:

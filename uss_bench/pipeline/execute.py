@@ -7,8 +7,11 @@ record atomically, and never recomputes a completed record unless ``force``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -106,8 +109,11 @@ def save_predictions(results_dir: Path, run_id: str, predictions: dict[str, Any]
         tmp.replace(out / f"{image_id}.png")
 
 
-def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
+def execute_spec(spec: RunSpec, env: RunEnv, keep_weights: Path | None = None) -> dict[str, Any]:
     """One run in this process; returns its record (already written).
+
+    ``keep_weights``: also save the trained method's state there (before the record), for a later
+    stage that starts from it (``train.init_stage``).
 
     The run's lock (``<results>/locks/<run_id>.lock``) is held throughout, so a second process asked for
     the same run raises :class:`~uss_bench.results.locks.RunLockedError` instead of training it again.
@@ -122,10 +128,46 @@ def execute_spec(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
             existing = None
         if existing is not None and existing.get("status") == "completed" and not env.force:
             return existing
-        return _execute(spec, env)
+        return _execute(spec, env, keep_weights)
 
 
-def _execute(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
+def stage_weights_path(results_dir: str | Path, run_id: str) -> Path:
+    """Where a stage run's final weights are kept for the runs that start from it."""
+    return Path(results_dir) / "stages" / f"{run_id}.pt"
+
+
+def _train_init_stage(spec: RunSpec, env: RunEnv, preset: str) -> dict[str, Any]:
+    """Train (or reuse) the earlier stage ``preset`` of ``spec`` as its own run; returns where its weights are.
+
+    The stage is an ordinary run with its own id, lock, record and resume; a completed stage whose
+    weights are still on disk is reused, one whose weights are gone is trained again.
+    """
+    first = spec.stage(preset)
+    weights = stage_weights_path(env.results_dir, first.run_id)
+    existing = load_record(env.results_dir, first.run_id)
+    completed = existing is not None and existing.get("status") == "completed"
+    if not (completed and weights.is_file()):
+        print(f"{spec.label()}: training its stage {preset!r} first: {first.label()} (run {first.run_id})",
+              file=sys.stderr, flush=True)
+        log_path = Path(env.results_dir) / "logs" / f"{spec.run_id}.jsonl"  # the progress display follows it
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log_file:
+            log_file.write(json.dumps({"stage": preset, "stage_run_id": first.run_id}) + "\n")
+        stage_env = dataclasses.replace(env, force=completed)  # completed, but its weights are gone
+        existing = execute_spec(first, stage_env, keep_weights=weights)
+    if existing.get("status") != "completed" or not weights.is_file():
+        raise RuntimeError(f"stage {preset!r} (run {first.run_id}) did not complete; see its record")
+    return {"preset": preset, "run_id": first.run_id, "weights": str(weights)}
+
+
+def _save_weights(method: MethodAdapter, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"method": method.state_dict()}, tmp)
+    os.replace(tmp, path)  # never a truncated file under the final name
+
+
+def _execute(spec: RunSpec, env: RunEnv, keep_weights: Path | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "run_id": spec.run_id,
         "spec": spec.to_dict(),
@@ -137,6 +179,10 @@ def _execute(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
     try:
         config = resolve(spec)
         protocol = config.protocol
+        stage = config.train.get("init_stage")
+        if stage and not config.hparams.get("init_from"):  # an explicit init_from wins over the stage
+            record["init_stage"] = _train_init_stage(spec, env, stage)
+            config.hparams["init_from"] = record["init_stage"]["weights"]
         record["protocol"] = protocol.as_dict()
         record["config"] = config.as_dict()
         record["environment"] = environment(env)
@@ -232,6 +278,8 @@ def _execute(spec: RunSpec, env: RunEnv) -> dict[str, Any]:
                 "total_s": round(time.perf_counter() - started, 3),
             },
         )
+        if keep_weights is not None:
+            _save_weights(method, keep_weights)
         write_record(env.results_dir, record)
         checkpoint.unlink(missing_ok=True)  # the record is the result; the checkpoint was only for resuming
         return record
