@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-def fake_execute(spec: Any, env: Any) -> dict[str, Any]:
+def fake_execute(spec: Any, env: Any, keep_weights: Any = None) -> dict[str, Any]:
     from uss_bench.results.records import write_record
 
     log = Path(env.results_dir) / "fake_steps.log"
