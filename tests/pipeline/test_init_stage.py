@@ -30,6 +30,14 @@ def test_init_stage_must_name_a_preset_that_starts_from_scratch():
         validate_specs([RunSpec("hsg", "voc12", "fcn-resnet50", overrides={"train.init_stage": "nope"})])
 
 
+def test_config_command_checks_the_stage_like_run(capsys):
+    assert main(["config", "hsg", "voc12", "--set", "train.init_stage=nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.init_stage 'nope' is not a preset of methods/hsg.yaml" in err[0]
+    assert main(["config", "hsg", "voc12"]) == 0
+    assert "coco-stage1" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_one_run_trains_its_stage_first_then_starts_from_its_weights(tmp_path):
     results, data = tmp_path / "r", tmp_path / "d"

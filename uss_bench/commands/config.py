@@ -38,7 +38,7 @@ def _show(value) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from uss_bench.config import LAYERS, resolve
+    from uss_bench.config import LAYERS, resolve, validate_specs
     from uss_bench.pipeline import expand_specs
     from uss_bench.registry import UnknownNameError
 
@@ -47,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
                              preset=args.preset, random_init=False, overrides=parse_overrides(args.set))
         if len(specs) != 1:
             raise ValueError(f"give one method, one dataset and one backbone; this selects {len(specs)} runs")
+        validate_specs(specs)  # what `run` checks too (e.g. train.init_stage names a preset)
         config = resolve(specs[0])
     except (UnknownNameError, ValueError, FileNotFoundError) as exc:
         print(f"uss-bench config: error: {exc}", file=sys.stderr)
