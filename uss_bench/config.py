@@ -440,7 +440,7 @@ def _check_init_stage(spec: RunSpec, config: RunConfig) -> None:
     stage = config.train.get("init_stage")
     if not stage:
         return
-    presets = load_card("methods", spec.method).get("presets") or {}
+    presets = _load("methods", spec.method).get("presets") or {}
     if stage not in presets:
         raise ConfigError(f"{spec.label()}: train.init_stage {stage!r} is not a preset of methods/{spec.method}.yaml "
                           f"(presets: {', '.join(sorted(presets)) or 'none'})")

@@ -119,7 +119,8 @@ def stage_in_training(log_path: Path) -> tuple[str, str] | None:
     """(preset, run id) of the earlier stage a run is training first (``train.init_stage``), named in
     its log before its own first step; None otherwise."""
     try:
-        lines = log_path.read_text(errors="replace").splitlines()[:8]  # written before any step
+        with open(log_path, "rb") as fh:
+            lines = fh.read(4096).decode(errors="replace").splitlines()  # written before any step
     except OSError:
         return None
     for line in lines:

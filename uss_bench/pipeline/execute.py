@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
-import os
 import platform
 import subprocess
 import sys
@@ -40,7 +38,7 @@ from uss_bench.registry import BACKBONES, METHODS
 from uss_bench.results.locks import RunLockedError, run_lock
 from uss_bench.results.records import CorruptRecordError, load_record, quarantine, write_record
 from uss_bench.spec import RunSpec
-from uss_bench.train import TrainSettings, seed_everything, train
+from uss_bench.train import JsonlLog, TrainSettings, save_checkpoint, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -144,27 +142,21 @@ def _train_init_stage(spec: RunSpec, env: RunEnv, preset: str) -> dict[str, Any]
     """
     first = spec.stage(preset)
     weights = stage_weights_path(env.results_dir, first.run_id)
-    existing = load_record(env.results_dir, first.run_id)
+    try:
+        existing = load_record(env.results_dir, first.run_id)
+    except CorruptRecordError:
+        existing = None  # execute_spec moves it aside and trains the stage again
     completed = existing is not None and existing.get("status") == "completed"
     if not (completed and weights.is_file()):
         print(f"{spec.label()}: training its stage {preset!r} first: {first.label()} (run {first.run_id})",
               file=sys.stderr, flush=True)
-        log_path = Path(env.results_dir) / "logs" / f"{spec.run_id}.jsonl"  # the progress display follows it
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log_file:
-            log_file.write(json.dumps({"stage": preset, "stage_run_id": first.run_id}) + "\n")
+        # named in this run's training log, so the progress display follows the stage's steps
+        JsonlLog(Path(env.results_dir) / "logs" / f"{spec.run_id}.jsonl").write(stage=preset, stage_run_id=first.run_id)
         stage_env = dataclasses.replace(env, force=completed)  # completed, but its weights are gone
         existing = execute_spec(first, stage_env, keep_weights=weights)
     if existing.get("status") != "completed" or not weights.is_file():
         raise RuntimeError(f"stage {preset!r} (run {first.run_id}) did not complete; see its record")
     return {"preset": preset, "run_id": first.run_id, "weights": str(weights)}
-
-
-def _save_weights(method: MethodAdapter, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"method": method.state_dict()}, tmp)
-    os.replace(tmp, path)  # never a truncated file under the final name
 
 
 def _execute(spec: RunSpec, env: RunEnv, keep_weights: Path | None = None) -> dict[str, Any]:
@@ -279,7 +271,7 @@ def _execute(spec: RunSpec, env: RunEnv, keep_weights: Path | None = None) -> di
             },
         )
         if keep_weights is not None:
-            _save_weights(method, keep_weights)
+            save_checkpoint(keep_weights, {"method": method.state_dict()})  # atomic, before the record
         write_record(env.results_dir, record)
         checkpoint.unlink(missing_ok=True)  # the record is the result; the checkpoint was only for resuming
         return record
